@@ -1,0 +1,1 @@
+"""The site agent: sources (SNMP, uplink probes) -> queue -> disk spool -> MQTT publisher."""

@@ -1,0 +1,1 @@
+"""The central collector: MQTT subscriber -> validation -> InfluxDB writer, outage engine."""

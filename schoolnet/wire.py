@@ -1,0 +1,399 @@
+"""The wire contract between site agents and the collector: topics, payloads, limits.
+
+This module is the one definition both sides import. Nobody else parses topics or
+payloads.
+
+Topics::
+
+    schoolnet/v1/<tenant>/<site>/<kind>[/<device>]      kind: status|metrics|probe|event
+
+``status`` is retained and carries a :class:`Status`; the agent's MQTT last will sets it
+``offline``. The other kinds carry a :class:`Batch`: JSON with ``v`` (schema version),
+``site``, a per-site monotonically increasing ``seq`` (assigned when the batch enters
+the agent's disk spool) and ``points``. Each point is::
+
+    {"measurement": "interface",
+     "tags": {"device": "core-sw", "ifname": "Gi0/1", ...},
+     "fields": {"in_octets": 123, "in_bps": 1.5e6, "alias": "uplink"},
+     "time_ns": 1763712000000000000}
+
+``tenant`` and ``site`` tags are never in the payload: the collector takes them from
+the topic (the broker ACL makes the topic trustworthy). Limits (payload size, points per
+batch, tag and field counts and lengths, timestamps) are enforced by both sides through
+:class:`Limits`; decoding raises :class:`WireError` with a short ``reason`` code that the
+collector counts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+SCHEMA_VERSION: Final = 1
+TOPIC_ROOT: Final = "schoolnet/v1"
+KINDS: Final = ("status", "metrics", "probe", "event")
+BATCH_KINDS: Final = ("metrics", "probe", "event")
+
+#: Tenant and site ids: lower-case, usable in topics, file names and InfluxDB tags.
+ID_RE: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+#: Device names as they appear in the inventory and in topics.
+DEVICE_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+#: Measurement, tag and field keys.
+KEY_RE: Final = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+FieldValue = int | float | bool | str
+
+#: Tags the collector adds from the topic; a payload that carries them is rejected.
+TOPIC_TAGS: Final = frozenset({"tenant", "site"})
+#: Tags every device point carries (see docs/data-model.md).
+DEVICE_TAGS: Final = frozenset({"device", "role", "vendor"})
+
+#: Allowed measurements and the tag keys each may carry. Part of the contract: the
+#: collector rejects anything else, so a site credential cannot create new series
+#: families. Extend here (and in docs/data-model.md) when a source adds a measurement.
+MEASUREMENT_TAGS: Final[Mapping[str, frozenset[str]]] = {
+    # One point per polled device and poll: reachable, uptime_s, poll_ms, ...
+    "device": DEVICE_TAGS,
+    # One point per interface and poll: counters, rates, status.
+    "interface": DEVICE_TAGS | {"ifindex", "ifname"},
+    # One point per failed SNMP table walk (the device answered other tables).
+    "snmp_error": DEVICE_TAGS | {"table", "error"},
+    # The agent's own health: queue depth, spool size, publish counters.
+    "agent": frozenset({"version"}),
+    # Uplink probes (latency/loss/jitter, DNS, HTTP, throughput, utilization).
+    "probe_icmp": frozenset({"target", "target_kind"}),
+    "probe_tcp": frozenset({"target", "service"}),
+    "probe_http": frozenset({"target", "service"}),
+    "probe_dns": frozenset({"target", "resolver"}),
+    "probe_throughput": frozenset({"target", "direction"}),
+    "uplink": frozenset({"device", "ifname", "kind"}),
+    # WLAN and device health (profiles beyond IF-MIB).
+    "ap": DEVICE_TAGS | {"ap", "ap_mac", "controller"},
+    "ap_radio": DEVICE_TAGS | {"ap", "radio", "band"},
+    "ssid": DEVICE_TAGS | {"ssid", "ap"},
+    "sensor": DEVICE_TAGS | {"sensor", "sensor_type"},
+    "poe": DEVICE_TAGS | {"ifindex", "ifname", "pse"},
+    "lldp": DEVICE_TAGS | {"ifname", "remote_name", "remote_port"},
+    "health": DEVICE_TAGS,
+}
+
+
+class WireError(ValueError):
+    """A topic or payload that breaks the contract.
+
+    ``reason`` is a short stable code (``not_json``, ``too_large``, ...) that the
+    collector uses as a counter label; ``detail`` is for humans.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    """Size and count limits of the contract, enforced on both sides."""
+
+    max_payload_bytes: int = 512 * 1024
+    max_points: int = 5000
+    max_tags: int = 16
+    max_fields: int = 64
+    max_tag_value_len: int = 256
+    max_string_field_len: int = 1024
+    #: How far in the past a point may be: the agent's spool keeps ≥ 72 h, replay
+    #: after a long outage must still be accepted.
+    max_age_s: int = 14 * 24 * 3600
+    #: How far in the future: site boxes have NTP, but clocks drift.
+    max_future_s: int = 300
+
+
+DEFAULT_LIMITS: Final = Limits()
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """A parsed topic: ``schoolnet/v1/<tenant>/<site>/<kind>[/<device>]``."""
+
+    tenant: str
+    site: str
+    kind: str
+    device: str | None = None
+
+    def __str__(self) -> str:
+        base = f"{TOPIC_ROOT}/{self.tenant}/{self.site}/{self.kind}"
+        return f"{base}/{self.device}" if self.device else base
+
+
+def status_topic(tenant: str, site: str) -> str:
+    """The retained status topic of a site (birth ``online``, last will ``offline``)."""
+    return str(Topic(tenant, site, "status"))
+
+
+def site_filter(tenant: str, site: str) -> str:
+    """The subscription filter for everything one site publishes."""
+    return f"{TOPIC_ROOT}/{tenant}/{site}/#"
+
+
+def tenant_filter(tenant: str | None = None) -> str:
+    """The subscription filter for one tenant, or all tenants when ``tenant`` is None."""
+    return f"{TOPIC_ROOT}/{tenant}/#" if tenant else f"{TOPIC_ROOT}/#"
+
+
+def parse_topic(topic: str) -> Topic:
+    """Parse and check a topic string; raises :class:`WireError` (``bad_topic``)."""
+    parts = topic.split("/")
+    if len(parts) not in (5, 6) or f"{parts[0]}/{parts[1]}" != TOPIC_ROOT:
+        raise WireError("bad_topic", f"not {TOPIC_ROOT}/<tenant>/<site>/<kind>[/<device>]")
+    tenant, site, kind = parts[2], parts[3], parts[4]
+    device = parts[5] if len(parts) == 6 else None
+    if not ID_RE.match(tenant) or not ID_RE.match(site):
+        raise WireError("bad_topic", "tenant or site id is not a valid id")
+    if kind not in KINDS:
+        raise WireError("bad_topic", f"unknown kind {kind[:32]!r}")
+    if device is not None and (kind == "status" or not DEVICE_RE.match(device)):
+        raise WireError("bad_topic", "bad device part")
+    return Topic(tenant, site, kind, device)
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One measurement at one time: what a source emits and the collector writes."""
+
+    measurement: str
+    tags: Mapping[str, str]
+    fields: Mapping[str, FieldValue]
+    time_ns: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object of this point on the wire."""
+        return {
+            "measurement": self.measurement,
+            "tags": dict(self.tags),
+            "fields": dict(self.fields),
+            "time_ns": self.time_ns,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """The payload of a ``metrics``, ``probe`` or ``event`` message."""
+
+    site: str
+    seq: int
+    points: tuple[Point, ...]
+    #: Identifies the agent spool that numbered this batch; a new spool (a wiped or
+    #: replaced site box) starts again at seq 0 with a new epoch.
+    epoch: str = ""
+    v: int = SCHEMA_VERSION
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """The retained payload of a site's ``status`` topic."""
+
+    site: str
+    state: str  # "online" | "offline"
+    time_ns: int | None = None
+    reason: str = ""
+    version: str = ""
+    v: int = SCHEMA_VERSION
+
+
+STATUS_STATES: Final = ("online", "offline")
+
+
+def _reject_constant(name: str) -> Any:
+    raise WireError("bad_number", f"{name} is not allowed")
+
+
+def _loads(payload: bytes, limits: Limits) -> Any:
+    if len(payload) > limits.max_payload_bytes:
+        raise WireError("too_large", f"{len(payload)} bytes > {limits.max_payload_bytes}")
+    try:
+        return json.loads(payload, parse_constant=_reject_constant)
+    except WireError:
+        raise
+    except RecursionError:
+        raise WireError("too_deep", "JSON nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise WireError("not_json", str(exc)[:120]) from None
+
+
+def encode_batch(batch: Batch, limits: Limits = DEFAULT_LIMITS) -> bytes:
+    """Serialise a batch; raises :class:`WireError` if it breaks a limit.
+
+    The agent calls this before a batch enters its spool, so an oversized batch is
+    split there (see :func:`split_points`) rather than refused by the collector.
+    """
+    if len(batch.points) > limits.max_points:
+        raise WireError("too_many_points", f"{len(batch.points)} > {limits.max_points}")
+    doc = {
+        "v": batch.v,
+        "site": batch.site,
+        "seq": batch.seq,
+        "epoch": batch.epoch,
+        "points": [p.to_json() for p in batch.points],
+    }
+    data = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+    if len(data) > limits.max_payload_bytes:
+        raise WireError("too_large", f"{len(data)} bytes > {limits.max_payload_bytes}")
+    return data
+
+
+def split_points(points: list[Point], limits: Limits = DEFAULT_LIMITS) -> list[list[Point]]:
+    """Split points into chunks that each fit in one batch by count (and rough size)."""
+    # ~2 KiB per point is a generous upper bound for points within the tag/field limits
+    # of typical sources; encode_batch still has the final word.
+    per_batch = max(1, min(limits.max_points, limits.max_payload_bytes // 2048))
+    return [points[i : i + per_batch] for i in range(0, len(points), per_batch)] or [[]]
+
+
+def _check_point(obj: Any, i: int, limits: Limits, lo_ns: int, hi_ns: int) -> Point:
+    if not isinstance(obj, dict):
+        raise WireError("bad_type", f"points[{i}] is not an object")
+    measurement = obj.get("measurement")
+    tags = obj.get("tags", {})
+    fields = obj.get("fields")
+    ts = obj.get("time_ns")
+    if len(obj) > 4 or not set(obj) <= {"measurement", "tags", "fields", "time_ns"}:
+        raise WireError("bad_point", f"points[{i}] has unknown keys")
+    if not isinstance(measurement, str):
+        raise WireError("bad_type", f"points[{i}].measurement is not a string")
+    allowed = MEASUREMENT_TAGS.get(measurement)
+    if allowed is None:
+        raise WireError("unknown_measurement", f"points[{i}]: {measurement[:64]!r}")
+    if not isinstance(tags, dict) or not isinstance(fields, dict):
+        raise WireError("bad_type", f"points[{i}]: tags and fields must be objects")
+    if type(ts) is not int:
+        raise WireError("bad_type", f"points[{i}].time_ns is not an integer")
+    if not lo_ns <= ts <= hi_ns:
+        raise WireError("bad_time", f"points[{i}].time_ns is out of the accepted window")
+    if len(tags) > limits.max_tags:
+        raise WireError("too_many_tags", f"points[{i}] has {len(tags)} tags")
+    for k, v in tags.items():
+        if k not in allowed:
+            reason = "topic_tag" if k in TOPIC_TAGS else "unknown_tag"
+            raise WireError(reason, f"points[{i}]: tag {k[:64]!r} not allowed on {measurement}")
+        if not isinstance(v, str):
+            raise WireError("bad_type", f"points[{i}].tags.{k} is not a string")
+        if not v or len(v) > limits.max_tag_value_len:
+            raise WireError("bad_tag_value", f"points[{i}].tags.{k} is empty or too long")
+    if not fields:
+        raise WireError("bad_point", f"points[{i}] has no fields")
+    if len(fields) > limits.max_fields:
+        raise WireError("too_many_fields", f"points[{i}] has {len(fields)} fields")
+    for k, v in fields.items():
+        if not KEY_RE.match(k):
+            raise WireError("bad_key", f"points[{i}]: field key {k[:64]!r}")
+        if isinstance(v, str):
+            if len(v) > limits.max_string_field_len:
+                raise WireError("bad_field_value", f"points[{i}].fields.{k} is too long")
+        elif isinstance(v, float):
+            if not math.isfinite(v):  # unreachable via JSON, kept for direct callers
+                raise WireError("bad_number", f"points[{i}].fields.{k} is not finite")
+        elif not isinstance(v, int):  # bool is an int
+            raise WireError("bad_type", f"points[{i}].fields.{k} has type {type(v).__name__}")
+    return Point(measurement, tags, fields, ts)
+
+
+def decode_batch(
+    payload: bytes, limits: Limits = DEFAULT_LIMITS, *, now_ns: int | None = None
+) -> Batch:
+    """Parse and validate a batch payload against the contract.
+
+    All-or-nothing per payload: a payload with one broken point is rejected whole, so
+    what the collector writes is always exactly what one agent batch said.
+    """
+    doc = _loads(payload, limits)
+    if not isinstance(doc, dict):
+        raise WireError("bad_type", "payload is not a JSON object")
+    if doc.get("v") != SCHEMA_VERSION:
+        raise WireError("bad_version", f"schema version {str(doc.get('v'))[:16]!r}")
+    site, seq, points = doc.get("site"), doc.get("seq"), doc.get("points")
+    epoch = doc.get("epoch", "")
+    if not isinstance(epoch, str) or len(epoch) > 64:
+        raise WireError("bad_type", "epoch is not a short string")
+    if not isinstance(site, str) or not ID_RE.match(site):
+        raise WireError("bad_type", "site is not a valid id")
+    if type(seq) is not int or seq < 0:
+        raise WireError("bad_type", "seq is not a non-negative integer")
+    if not isinstance(points, list):
+        raise WireError("bad_type", "points is not a list")
+    if len(points) > limits.max_points:
+        raise WireError("too_many_points", f"{len(points)} > {limits.max_points}")
+    now = time.time_ns() if now_ns is None else now_ns
+    lo, hi = now - limits.max_age_s * 10**9, now + limits.max_future_s * 10**9
+    checked = tuple(_check_point(p, i, limits, lo, hi) for i, p in enumerate(points))
+    return Batch(site=site, seq=seq, points=checked, epoch=epoch)
+
+
+def encode_status(status: Status) -> bytes:
+    """Serialise a status payload."""
+    doc: dict[str, Any] = {"v": status.v, "site": status.site, "state": status.state}
+    if status.time_ns is not None:
+        doc["time_ns"] = status.time_ns
+    if status.reason:
+        doc["reason"] = status.reason
+    if status.version:
+        doc["version"] = status.version
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def decode_status(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> Status:
+    """Parse and validate a status payload; raises :class:`WireError`."""
+    doc = _loads(payload, limits)
+    if not isinstance(doc, dict) or doc.get("v") != SCHEMA_VERSION:
+        raise WireError("bad_status", "not a v1 status object")
+    site, state = doc.get("site"), doc.get("state")
+    ts, reason, version = doc.get("time_ns"), doc.get("reason", ""), doc.get("version", "")
+    if not isinstance(site, str) or not ID_RE.match(site) or state not in STATUS_STATES:
+        raise WireError("bad_status", "site or state missing or invalid")
+    if ts is not None and type(ts) is not int:
+        raise WireError("bad_status", "time_ns is not an integer")
+    if not isinstance(reason, str) or not isinstance(version, str):
+        raise WireError("bad_status", "reason and version must be strings")
+    return Status(site=site, state=state, time_ns=ts, reason=reason[:200], version=version[:64])
+
+
+@dataclass
+class SeqTracker:
+    """Per-site sequence bookkeeping: proves nothing was lost and drops replays.
+
+    ``observe`` returns False for a duplicate (a seq already seen), so the caller can
+    skip re-writing it. Gaps are counted; a seq arriving later fills its gap.
+    """
+
+    epoch: str = ""
+    highest: int = -1
+    missing: set[int] = field(default_factory=set)
+    duplicates: int = 0
+    #: Missing seqs older than this many below ``highest`` are given up on (counted lost).
+    window: int = 100_000
+
+    def observe(self, seq: int, epoch: str = "") -> bool:
+        """Record ``seq`` of spool ``epoch``; False if it was seen before."""
+        if epoch != self.epoch:
+            # A new spool numbers from 0 again; what the old one left missing stays lost.
+            self.epoch, self.highest = epoch, -1
+            self.missing.clear()
+        if seq > self.highest:
+            if self.highest >= 0 and seq > self.highest + 1:
+                self.missing.update(range(max(self.highest + 1, seq - self.window), seq))
+            self.highest = seq
+            return True
+        if seq in self.missing:
+            self.missing.discard(seq)
+            return True
+        self.duplicates += 1
+        return False
+
+    @property
+    def gaps(self) -> int:
+        """How many seqs below the highest have not arrived (yet)."""
+        return len(self.missing)
