@@ -32,7 +32,9 @@ class ConfigIssue:
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        if self.field:
+            return f"{where}: {self.field}: {self.message}"
+        return f"{where}: {self.message}"
 
 
 class ConfigError(Exception):
@@ -163,6 +165,9 @@ def _construct(node: ScalarNode) -> Any:
     return _LOADER.construct_object(node, deep=True)
 
 
+_SECRET_FORMS = "a non-empty string, {env: NAME} or {file: PATH}"
+
+
 class MappingReader:
     """Reads one YAML mapping strictly: typed getters, then :meth:`finish` flags leftovers.
 
@@ -234,10 +239,8 @@ class MappingReader:
         val = _construct(node)
         if kind is float and isinstance(val, int) and not isinstance(val, bool):
             val = float(val)
-        if isinstance(val, bool) and kind in (int, float):
-            ok = False
-        else:
-            ok = isinstance(val, kind)
+        # YAML's true/false are ints to Python; a count given as `yes` is a mistake.
+        ok = not (isinstance(val, bool) and kind in (int, float)) and isinstance(val, kind)
         if not ok:
             self.issues.add(node, self.sub(key), f"must be a {_kind_name(kind)}, not {val!r}")
             return None if default is ... else default
@@ -254,12 +257,12 @@ class MappingReader:
         path = self.sub(key)
         if node is None:
             if required:
-                self.issues.add(self.node, path, "is required (inline, {env: NAME} or {file: PATH})")
+                self.issues.add(self.node, path, f"is required ({_SECRET_FORMS})")
             return None
         if isinstance(node, ScalarNode):
             val = _construct(node)
             if not isinstance(val, str) or not val:
-                self.issues.add(node, path, "must be a non-empty string, {env: NAME} or {file: PATH}")
+                self.issues.add(node, path, f"must be {_SECRET_FORMS}")
                 return None
             return Secret(val)
         ref = MappingReader(node, path, self.issues)
@@ -314,8 +317,9 @@ class MappingReader:
                 return (val,)
         elif isinstance(node, SequenceNode):
             vals = [_construct(n) if isinstance(n, ScalarNode) else None for n in node.value]
-            if all(isinstance(v, str) and v for v in vals):
-                return tuple(vals)
+            strings = tuple(v for v in vals if isinstance(v, str) and v)
+            if len(strings) == len(vals):
+                return strings
         self.issues.add(node, self.sub(key), "must be a string or a list of strings")
         return default
 

@@ -269,7 +269,7 @@ def _read_device(node: Node, path: str, snmp_default: Node | None,
     # whole, so a v3 device under v2c defaults never inherits a community.
     snmp_node = r.node_of("snmp") or snmp_default
     if snmp_node is None:
-        issues.add(node, f"{path}.snmp", "is required (here, in the site or in the tenant defaults)")
+        issues.add(node, f"{path}.snmp", "is required (here, in the site or the tenant defaults)")
         snmp = None
     else:
         snmp = _read_snmp(MappingReader(snmp_node, f"{path}.snmp", issues))
@@ -365,9 +365,9 @@ def load_site(path: str | Path, *, resolve_secrets: bool = True) -> Site:
     path = Path(path)
     issues = IssueList(resolve_secrets=resolve_secrets)
     tenant_file = path.parent / TENANT_FILE
-    tenant, defaults = (None, None)
+    defaults = None
     if tenant_file.exists():
-        tenant, defaults = _read_tenant(tenant_file, issues)
+        defaults = _read_tenant(tenant_file, issues)[1]
     else:
         issues.add(None, "", f"no {TENANT_FILE} beside the site file", file=str(path))
     site = _read_site(path, path.parent.name, defaults, issues)
