@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from yaml.nodes import Node
+from yaml.nodes import MappingNode, Node, ScalarNode
 
 from schoolnet.configfile import (
     ConfigError,
@@ -336,28 +336,39 @@ def _read_site(path: Path, tenant_id: str, tenant_defaults: Node | None,
     agent = _read_agent(MappingReader(agent_node, "agent", issues))
     uplink = _read_uplink(r.mapping("uplink"))
     snmp_default = r.node_of("snmp") or td.node_of("snmp")
-    devices: list[Device] = []
-    seen: dict[str, Node] = {}
+    devices: list[tuple[int, Node, Device]] = []
+    names: set[str] = set()
     for i, dnode in enumerate(r.sequence("devices")):
         dev = _read_device(dnode, f"devices[{i}]", snmp_default, issues)
-        if dev is None:
+        # A device with other errors still counts as present, so that its children do
+        # not get a second, misleading "no such parent" error.
+        name = dev.name if dev else _raw_name(dnode)
+        if name is not None and name in names:
+            issues.add(dnode, f"devices[{i}].name", f"duplicate device name {name!r}")
             continue
-        if dev.name in seen:
-            issues.add(dnode, f"devices[{i}].name", f"duplicate device name {dev.name!r}")
-            continue
-        seen[dev.name] = dnode
-        devices.append(dev)
+        if name is not None:
+            names.add(name)
+        if dev is not None:
+            devices.append((i, dnode, dev))
     r.finish()
-    names = set(seen)
-    for i, dev in enumerate(devices):
+    for i, dnode, dev in devices:
         if dev.parent is not None and dev.parent not in names:
-            issues.add(seen[dev.name], f"devices[{i}].parent", f"no device {dev.parent!r} here")
+            issues.add(dnode, f"devices[{i}].parent", f"no device {dev.parent!r} here")
     if uplink is not None and uplink.device is not None and uplink.device not in names:
         issues.add(r.node_of("uplink"), "uplink.device", f"no device {uplink.device!r} here")
     if sid is None or name is None:
         return None
     return Site(id=sid, name=name, tenant=tenant_id, uplink=uplink, agent=agent,
-                devices=tuple(devices), source=str(path))
+                devices=tuple(d for _, _, d in devices), source=str(path))
+
+
+def _raw_name(node: Node) -> str | None:
+    """The ``name:`` of a device mapping, read without any checks."""
+    if isinstance(node, MappingNode):
+        for k, v in node.value:
+            if k.value == "name" and isinstance(v, ScalarNode):
+                return str(v.value)
+    return None
 
 
 def load_site(path: str | Path, *, resolve_secrets: bool = True) -> Site:
