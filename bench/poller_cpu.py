@@ -1,0 +1,205 @@
+"""Bench: SNMP poller CPU per 10k varbinds, side by side with its peers, in one run.
+
+Contenders, all walking the same IF-MIB columns of the same net-snmp ``snmpd`` (in a
+network namespace with 48 veth interfaces, see netns_snmpd.py):
+
+- ``schoolnet``: the agent's poller (``agent.snmp.build_sources``), one device, if_mib
+  profile, repeated polls — what a site box really runs;
+- ``pysnmp-bare``: a bare pysnmp ``bulk_cmd`` loop over the same columns (the floor
+  for any pysnmp-based poller);
+- ``snmpbulkwalk``: net-snmp's C tool, one process per column walk (LibreNMS style);
+- ``snmp_exporter``: Debian's prometheus-snmp-exporter (Go), when installed.
+
+Each contender runs in its own process inside the namespace and reports the CPU time
+(user+sys) of its polling loop only, and how many varbinds it received. The figures
+are printed, never asserted. Run: ``.venv/bin/python -m bench.poller_cpu``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.netns_snmpd import SnmpdNamespace, can_create_namespaces
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: The IF-MIB columns the if_mib profile walks (numeric, as on the wire).
+COLUMNS = [
+    "1.3.6.1.2.1.2.2.1.2",  # ifDescr
+    "1.3.6.1.2.1.2.2.1.3",  # ifType
+    "1.3.6.1.2.1.2.2.1.7",  # ifAdminStatus
+    "1.3.6.1.2.1.2.2.1.8",  # ifOperStatus
+    "1.3.6.1.2.1.2.2.1.14",  # ifInErrors
+    "1.3.6.1.2.1.2.2.1.13",  # ifInDiscards
+    "1.3.6.1.2.1.2.2.1.19",  # ifOutDiscards
+    "1.3.6.1.2.1.2.2.1.20",  # ifOutErrors
+    "1.3.6.1.2.1.31.1.1.1.1",  # ifName
+    "1.3.6.1.2.1.31.1.1.1.6",  # ifHCInOctets
+    "1.3.6.1.2.1.31.1.1.1.10",  # ifHCOutOctets
+    "1.3.6.1.2.1.31.1.1.1.15",  # ifHighSpeed
+    "1.3.6.1.2.1.31.1.1.1.18",  # ifAlias
+]
+
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _child_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+async def _pysnmp_bare(port: int, rounds: int) -> tuple[float, int]:
+    from pysnmp.hlapi.v3arch.asyncio import (
+        CommunityData,
+        ContextData,
+        ObjectIdentity,
+        ObjectType,
+        SnmpEngine,
+        UdpTransportTarget,
+        bulk_cmd,
+    )
+    from pysnmp.proto.rfc1902 import ObjectName
+
+    engine = SnmpEngine()
+    target = await UdpTransportTarget.create(("127.0.0.1", port), timeout=2, retries=1)
+    auth, ctx = CommunityData("bench"), ContextData()
+    roots = [ObjectName(c) for c in COLUMNS]
+    varbinds = 0
+    start = _cpu()
+    for _ in range(rounds):
+        cursors = list(roots)
+        active = list(range(len(roots)))
+        while active:
+            req = [ObjectType(ObjectIdentity(cursors[i])) for i in active]
+            err, status, _idx, table = await bulk_cmd(
+                engine, auth, target, ctx, 0, 25, *req, lookupMib=False
+            )
+            if err or status:
+                raise RuntimeError(f"pysnmp: {err or status}")
+            width = len(active)
+            still = []
+            last: dict[int, ObjectName] = {}
+            done: set[int] = set()
+            for n, (oid, _val) in enumerate(table):
+                col = active[n % width]
+                if col in done:
+                    continue
+                if not roots[col].isPrefixOf(oid):
+                    done.add(col)
+                    continue
+                varbinds += 1
+                last[col] = oid
+            for col in active:
+                if col not in done and col in last:
+                    cursors[col] = last[col]
+                    still.append(col)
+            active = still
+    used = _cpu() - start
+    engine.close_dispatcher()
+    return used, varbinds
+
+
+def _snmpbulkwalk(port: int, rounds: int) -> tuple[float, int]:
+    varbinds = 0
+    start = _child_cpu()
+    for _ in range(rounds):
+        for col in COLUMNS:
+            out = subprocess.run(
+                ["snmpbulkwalk", "-v2c", "-c", "bench", "-Cr25", "-On", "-Oq",
+                 f"127.0.0.1:{port}", col],
+                capture_output=True, text=True, check=True,
+            ).stdout
+            varbinds += sum(1 for line in out.splitlines() if line.startswith("."))
+    return _child_cpu() - start, varbinds
+
+
+async def _schoolnet(port: int, rounds: int) -> tuple[float, int]:
+    from agent.snmp import build_sources
+    from schoolnet.configfile import Secret
+    from schoolnet.inventory import AgentSettings, Device, Site, SnmpCredentials
+
+    device = Device(name="bench-sw", host="127.0.0.1", port=port, role="switch",
+                    profiles=("if_mib",),
+                    snmp=SnmpCredentials(version="2c", community=Secret("bench")))
+    site = Site(id="bench", name="bench", tenant="bench", uplink=None,
+                agent=AgentSettings(), devices=(device,))
+    (source,) = build_sources(site)
+    varbinds = 0
+    start = _cpu()
+    for _ in range(rounds):
+        points = await source.collect(time.time_ns())
+        # One varbind per field that comes from SNMP: raw fields of interface points.
+        varbinds += sum(
+            sum(1 for k in p.fields if not k.endswith(("_bps", "_ps")))
+            for p in points if p.measurement == "interface"
+        )
+    used = _cpu() - start
+    close = getattr(source, "close", None)
+    if close is not None:
+        await close()
+    return used, varbinds
+
+
+def child(kind: str, port: int, rounds: int) -> None:
+    """Run one contender (inside the namespace) and print its figures as JSON."""
+    if kind == "pysnmp-bare":
+        used, vbs = asyncio.run(_pysnmp_bare(port, rounds))
+    elif kind == "snmpbulkwalk":
+        used, vbs = _snmpbulkwalk(port, rounds)
+    elif kind == "schoolnet":
+        used, vbs = asyncio.run(_schoolnet(port, rounds))
+    else:
+        raise SystemExit(f"unknown contender {kind}")
+    print(json.dumps({"kind": kind, "cpu_s": used, "varbinds": vbs}))
+
+
+def main() -> None:
+    """Set up the namespace, run every contender, print the table and the ratios."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=40, help="polls per contender")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(args.child, args.port, args.rounds)
+        return
+    if not can_create_namespaces():
+        raise SystemExit("needs root (network namespaces); nothing measured")
+    results = {}
+    with SnmpdNamespace() as ns:
+        for kind in ("schoolnet", "pysnmp-bare", "snmpbulkwalk"):
+            proc = subprocess.run(
+                [*ns.exec_prefix(), sys.executable, "-m", "bench.poller_cpu", "--child", kind,
+                 "--port", str(ns.port), "--rounds", str(args.rounds)],
+                capture_output=True, text=True, cwd=ROOT,
+            )
+            if proc.returncode != 0:
+                print(f"{kind}: failed: {proc.stderr.strip()[-500:]}")
+                continue
+            results[kind] = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(f"{'contender':<14} {'varbinds':>9} {'cpu s':>8} {'cpu us/varbind':>15} {'cpu ms/10k':>11}")
+    for kind, r in results.items():
+        per = r["cpu_s"] / max(r["varbinds"], 1)
+        print(f"{kind:<14} {r['varbinds']:>9} {r['cpu_s']:>8.3f} {per * 1e6:>15.1f} {per * 1e7:>11.1f}")
+    if "schoolnet" in results and "pysnmp-bare" in results:
+        ours = results["schoolnet"]["cpu_s"] / max(results["schoolnet"]["varbinds"], 1)
+        bare = results["pysnmp-bare"]["cpu_s"] / max(results["pysnmp-bare"]["varbinds"], 1)
+        print(f"ratio schoolnet / pysnmp-bare per varbind: {ours / bare:.2f} (target <= 1.1)")
+    if "schoolnet" in results and "snmpbulkwalk" in results:
+        ours = results["schoolnet"]["cpu_s"] / max(results["schoolnet"]["varbinds"], 1)
+        c = results["snmpbulkwalk"]["cpu_s"] / max(results["snmpbulkwalk"]["varbinds"], 1)
+        print(f"ratio schoolnet / snmpbulkwalk per varbind: {ours / c:.2f}")
+
+
+if __name__ == "__main__":
+    main()
