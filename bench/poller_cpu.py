@@ -187,10 +187,12 @@ def main() -> None:
                 print(f"{kind}: failed: {proc.stderr.strip()[-500:]}")
                 continue
             results[kind] = json.loads(proc.stdout.strip().splitlines()[-1])
-    print(f"{'contender':<14} {'varbinds':>9} {'cpu s':>8} {'cpu us/varbind':>15} {'cpu ms/10k':>11}")
+    head = ("contender", "varbinds", "cpu s", "cpu us/varbind", "cpu ms/10k")
+    print("{:<14} {:>9} {:>8} {:>15} {:>11}".format(*head))
     for kind, r in results.items():
         per = r["cpu_s"] / max(r["varbinds"], 1)
-        print(f"{kind:<14} {r['varbinds']:>9} {r['cpu_s']:>8.3f} {per * 1e6:>15.1f} {per * 1e7:>11.1f}")
+        row = (kind, r["varbinds"], f"{r['cpu_s']:.3f}", f"{per * 1e6:.1f}", f"{per * 1e7:.1f}")
+        print("{:<14} {:>9} {:>8} {:>15} {:>11}".format(*row))
     if "schoolnet" in results and "pysnmp-bare" in results:
         ours = results["schoolnet"]["cpu_s"] / max(results["schoolnet"]["varbinds"], 1)
         bare = results["pysnmp-bare"]["cpu_s"] / max(results["pysnmp-bare"]["varbinds"], 1)

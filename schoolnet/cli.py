@@ -51,7 +51,6 @@ def _mount() -> None:
     """Attach the program subgroups; each lives with its program."""
     from agent.cli import agent
     from collector.cli import collector
-
     from schoolnet.demo.cli import demo
 
     main.add_command(agent)
