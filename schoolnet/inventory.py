@@ -342,12 +342,12 @@ def _read_site(path: Path, tenant_id: str, tenant_defaults: Node | None,
         dev = _read_device(dnode, f"devices[{i}]", snmp_default, issues)
         # A device with other errors still counts as present, so that its children do
         # not get a second, misleading "no such parent" error.
-        name = dev.name if dev else _raw_name(dnode)
-        if name is not None and name in names:
-            issues.add(dnode, f"devices[{i}].name", f"duplicate device name {name!r}")
+        dname = dev.name if dev else _raw_name(dnode)
+        if dname is not None and dname in names:
+            issues.add(dnode, f"devices[{i}].name", f"duplicate device name {dname!r}")
             continue
-        if name is not None:
-            names.add(name)
+        if dname is not None:
+            names.add(dname)
         if dev is not None:
             devices.append((i, dnode, dev))
     r.finish()
