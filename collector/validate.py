@@ -1,0 +1,255 @@
+"""Decode and validate one MQTT message: contract, inventory, per-site sequence.
+
+Pure logic, no I/O (the clock is injected): :meth:`Validator.handle` takes a topic and a
+payload and returns a :class:`Verdict` with the line-protocol lines to write, or the
+reason the message was dropped. Tenant and site come from the topic only (the broker
+ACL makes the topic trustworthy); a payload that names another site is dropped.
+Every drop is counted per reason and logged at most once per reason per interval.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+from collector.lineproto import LineEncoder, LineProtocolError
+from collector.metrics import CollectorMetrics
+from schoolnet.inventory import Inventory, Site
+from schoolnet.wire import (
+    DEFAULT_LIMITS,
+    DEVICE_TAGS,
+    MEASUREMENT_TAGS,
+    Limits,
+    Point,
+    SeqTracker,
+    Topic,
+    WireError,
+    decode_batch,
+    decode_status,
+    parse_topic,
+)
+
+log = logging.getLogger("schoolnet.collector")
+
+#: Drop reasons the collector adds to the wire contract's own (WireError.reason).
+UNKNOWN_SITE: Final = "unknown_site"
+SITE_MISMATCH: Final = "site_mismatch"
+UNKNOWN_DEVICE: Final = "unknown_device"
+BAD_FIELD_VALUE: Final = "bad_field_value"
+
+#: Measurements whose points carry role and vendor (filled in from the inventory).
+_DEVICE_MEASUREMENTS: Final = frozenset(
+    m for m, tags in MEASUREMENT_TAGS.items() if tags >= DEVICE_TAGS
+)
+
+
+class RateLimitedLog:
+    """At most one log line per key per ``interval_s``; says how many were suppressed."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._logger = logger
+        self._interval = interval_s
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def warning(self, key: str, msg: str) -> bool:
+        """Log ``msg`` unless ``key`` was logged within the interval; True if logged."""
+        now = self._clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self._interval:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return False
+        self._last[key] = now
+        more = self._suppressed.pop(key, 0)
+        suffix = f" (and {more} more since the last report)" if more else ""
+        self._logger.warning("%s%s", msg, suffix)
+        return True
+
+
+@dataclass
+class SiteState:
+    """What the collector knows about one inventory site (for /api/status)."""
+
+    tenant: str
+    site: str
+    name: str
+    devices: int
+    state: str = "unknown"  # online | offline | unknown (no status message yet)
+    state_since_ns: int | None = None
+    last_seen_ns: int | None = None
+    messages: int = 0
+    points: int = 0
+    dropped: int = 0
+    seq: SeqTracker = field(default_factory=SeqTracker)
+
+    def to_json(self) -> dict[str, object]:
+        """The JSON object of this site in /api/status."""
+        return {
+            "tenant": self.tenant, "site": self.site, "name": self.name,
+            "devices": self.devices, "state": self.state,
+            "state_since_ns": self.state_since_ns, "last_seen_ns": self.last_seen_ns,
+            "messages": self.messages, "points": self.points, "dropped": self.dropped,
+            "seq_highest": self.seq.highest, "seq_gaps": self.seq.gaps,
+            "seq_duplicates": self.seq.duplicates,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The outcome for one message: lines to write, or why it was dropped."""
+
+    lines: list[str]
+    points: int = 0
+    reason: str | None = None  # set when dropped
+    duplicate: bool = False
+    topic: Topic | None = None
+
+    @property
+    def dropped(self) -> bool:
+        """Whether the message was dropped (its lines are empty then)."""
+        return self.reason is not None
+
+
+class Validator:
+    """Turns (topic, payload) into a :class:`Verdict`; keeps per-site state and counts."""
+
+    def __init__(
+        self,
+        inventory: Inventory,
+        metrics: CollectorMetrics,
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+        wall_clock_ns: Callable[[], int] = time.time_ns,
+        log_interval_s: float = 60.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.inventory = inventory
+        self.metrics = metrics
+        self.limits = limits
+        self._now_ns = wall_clock_ns
+        self._log = RateLimitedLog(log, log_interval_s, monotonic)
+        self._encoder = LineEncoder()
+        self.sites: dict[tuple[str, str], SiteState] = {
+            key: SiteState(tenant=s.tenant, site=s.id, name=s.name, devices=len(s.devices))
+            for key, s in inventory.sites.items()
+        }
+        self._extra: dict[tuple[str, str, str | None, bool], Mapping[str, str]] = {}
+        metrics.gaps.read = self._gap_values
+
+    def _gap_values(self) -> list[tuple[tuple[str, ...], float]]:
+        return [((s.tenant, s.site), float(s.seq.gaps)) for s in self.sites.values()
+                if s.seq.highest >= 0]
+
+    def _drop(self, reason: str, topic: str, detail: str,
+              state: SiteState | None = None) -> Verdict:
+        self.metrics.dropped.inc(reason)
+        if state is not None:
+            state.dropped += 1
+        self._log.warning(reason, f"dropped message on {topic[:160]!r}: {reason}: {detail}")
+        return Verdict([], reason=reason)
+
+    def handle(self, topic: str, payload: bytes) -> Verdict:
+        """Validate one message; count it; return its lines or its drop reason."""
+        try:
+            t = parse_topic(topic)
+        except WireError as exc:
+            self.metrics.received.inc("invalid")
+            return self._drop(exc.reason, topic, exc.detail)
+        self.metrics.received.inc(t.kind)
+        state = self.sites.get((t.tenant, t.site))
+        site = self.inventory.site(t.tenant, t.site)
+        if state is None or site is None:
+            return self._drop(UNKNOWN_SITE, topic, "not in the inventory")
+        now_ns = self._now_ns()
+        if t.kind == "status":
+            return self._handle_status(t, topic, payload, state, now_ns)
+        try:
+            batch = decode_batch(payload, self.limits, now_ns=now_ns)
+        except WireError as exc:
+            return self._drop(exc.reason, topic, exc.detail, state)
+        if batch.site != t.site:
+            return self._drop(SITE_MISMATCH, topic, f"payload names site {batch.site!r}", state)
+        if t.device is not None and site.device(t.device) is None:
+            return self._drop(UNKNOWN_DEVICE, topic, f"device {t.device!r} in the topic", state)
+        try:
+            lines = self._encode(t, site, batch.points)
+        except WireError as exc:
+            return self._drop(exc.reason, topic, exc.detail, state)
+        except LineProtocolError as exc:
+            return self._drop(BAD_FIELD_VALUE, topic, str(exc), state)
+        state.last_seen_ns = now_ns
+        if not state.seq.observe(batch.seq, batch.epoch):
+            self.metrics.duplicates.inc(t.tenant, t.site)
+            return Verdict([], duplicate=True, topic=t)
+        state.messages += 1
+        state.points += len(batch.points)
+        self.metrics.accepted.inc()
+        self.metrics.points.inc(amount=len(batch.points))
+        return Verdict(lines, points=len(batch.points), topic=t)
+
+    def _handle_status(self, t: Topic, topic: str, payload: bytes, state: SiteState,
+                       now_ns: int) -> Verdict:
+        try:
+            status = decode_status(payload, self.limits)
+        except WireError as exc:
+            return self._drop(exc.reason, topic, exc.detail, state)
+        if status.site != t.site:
+            return self._drop(SITE_MISMATCH, topic, f"payload names site {status.site!r}", state)
+        if status.state != state.state:
+            state.state = status.state
+            state.state_since_ns = status.time_ns or now_ns
+        state.last_seen_ns = now_ns
+        self.metrics.accepted.inc()
+        return Verdict([], topic=t)
+
+    def _encode(self, t: Topic, site: Site, points: tuple[Point, ...]) -> list[str]:
+        """Check devices against the inventory and encode, adding the trusted tags.
+
+        Points are encoded in runs that share their extra tags (one device), so the
+        encoder works on whole runs.
+        """
+        lines: list[str] = []
+        run: list[Point] = []
+        run_extra: Mapping[str, str] | None = None
+        for p in points:
+            device = p.tags.get("device")
+            if t.device is not None and device is not None and device != t.device:
+                raise WireError(UNKNOWN_DEVICE, f"point of {device[:64]!r} under the topic "
+                                                f"of {t.device!r}")
+            extra = self._extra.get((t.tenant, t.site, device, p.measurement in
+                                     _DEVICE_MEASUREMENTS))
+            if extra is None:
+                extra = self._make_extra(t, site, device, p.measurement in _DEVICE_MEASUREMENTS)
+            if extra is not run_extra:
+                if run:
+                    assert run_extra is not None
+                    lines += self._encoder.encode_all(run, run_extra)
+                run, run_extra = [], extra
+            run.append(p)
+        if run:
+            assert run_extra is not None
+            lines += self._encoder.encode_all(run, run_extra)
+        return lines
+
+    def _make_extra(self, t: Topic, site: Site, device: str | None,
+                    with_role: bool) -> Mapping[str, str]:
+        extra = {"tenant": t.tenant, "site": t.site}
+        if device is not None:
+            dev = site.device(device)
+            if dev is None:
+                raise WireError(UNKNOWN_DEVICE, f"device {device[:64]!r} is not in the inventory")
+            if with_role:
+                # The inventory is the truth about a device's role and vendor; the
+                # payload's vendor is kept only where the inventory does not name one.
+                extra["role"] = dev.role
+                if dev.vendor:
+                    extra["vendor"] = dev.vendor
+        if len(self._extra) >= 100_000:  # bounded: only inventory devices get here
+            self._extra.clear()
+        self._extra[(t.tenant, t.site, device, with_role)] = extra
+        return extra
