@@ -98,6 +98,9 @@ class CollectorState:
     received: float = 0.0
     written: float = 0.0
     dropped: dict[str, float] = field(default_factory=dict)  # reason -> messages
+    #: (tenant, site) -> the agent's state from its retained status topic (online,
+    #: offline, unknown), as the collector's /api/status reports it.
+    agent_state: dict[tuple[str, str], str] = field(default_factory=dict)
     error: str = ""
 
 
@@ -163,7 +166,17 @@ def gather_collector(collector_url: str) -> CollectorState:
             dropped[labels.get("reason", "?")] = v
     return CollectorState(received=sum(v for _, v in samples.get(M_RECEIVED, [])),
                           written=sum(v for _, v in samples.get(M_WRITTEN, [])),
-                          dropped=dropped)
+                          dropped=dropped, agent_state=_agent_states(collector_url))
+
+
+def _agent_states(collector_url: str) -> dict[tuple[str, str], str]:
+    """Per-site agent state from /api/status; empty if it is unavailable or unexpected."""
+    try:
+        with urllib.request.urlopen(f"{collector_url}/api/status", timeout=2) as r:
+            doc = json.loads(r.read())
+        return {(str(s["tenant"]), str(s["site"])): str(s["state"]) for s in doc["sites"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}  # the overview works without it
 
 
 def gather(db_url: str, collector_url: str, inventory: Inventory,
@@ -229,13 +242,14 @@ def render_screen(snap: Snapshot, header: list[str], color: bool = True) -> str:
     now = snap.taken
     lines = [c(BOLD, header[0]) if header else "", *header[1:], ""]
     width = max([len(s.site.name) for s in snap.schools] + [6])
-    lines.append(c(DIM, f"{'school':<{width}}  {'devices':>7}  {'download / contract':<30}  "
-                        f"{'upload / contract':<30}  last data"))
+    lines.append(c(DIM, f"{'school':<{width}}  {'agent':<7}  {'devices':>7}  "
+                        f"{'download / contract':<30}  {'upload / contract':<30}  last data"))
     for st in sorted(snap.schools, key=lambda s: (s.site.tenant, s.site.id)):
         devices, down, upl, age = school_columns(st, now)
         colour = GREEN if st.up == st.total else (YELLOW if not st.reachable else RED)
-        lines.append(f"{st.site.name:<{width}}  {c(colour, f'{devices:>7}')}  {down:<30}  "
-                     f"{upl:<30}  {age}")
+        agent = snap.collector.agent_state.get((st.site.tenant, st.site.id), "?")
+        lines.append(f"{st.site.name:<{width}}  {agent:<7}  {c(colour, f'{devices:>7}')}  "
+                     f"{down:<30}  {upl:<30}  {age}")
         trouble = [f"down: {', '.join(st.down())}"] if st.down() else []
         if st.reachable and st.missing():
             trouble.append(f"no data yet: {', '.join(st.missing())}")
@@ -254,8 +268,9 @@ def render_lines(snap: Snapshot) -> str:
     for st in sorted(snap.schools, key=lambda s: (s.site.tenant, s.site.id)):
         devices, down, upl, age = school_columns(st, snap.taken)
         down, upl = " ".join(down.split()), " ".join(upl.split())  # no column padding
-        out.append(f"{stamp} {st.site.id}: devices {devices} up, download {down}, "
-                   f"upload {upl}, last data {age}")
+        agent = snap.collector.agent_state.get((st.site.tenant, st.site.id), "?")
+        out.append(f"{stamp} {st.site.id}: agent {agent}, devices {devices} up, "
+                   f"download {down}, upload {upl}, last data {age}")
     out.append(f"{stamp} collector: {_counters(snap.collector)}")
     out += [f"{stamp} {msg}" for msg in ([snap.db_error] if snap.db_error else []) + snap.problems]
     return "\n".join(out) + "\n"

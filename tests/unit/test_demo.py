@@ -122,14 +122,15 @@ def _snapshot(tmp_path: Path) -> Snapshot:
         schools.append(st)
     return Snapshot(taken=1003.0, tenant_names={"herne": "Stadt Herne"}, schools=schools,
                     collector=CollectorState(received=10, written=200,
-                                             dropped={"unknown_device": 1}),
+                                             dropped={"unknown_device": 1},
+                                             agent_state={("herne", "gy-pestalozzi"): "online"}),
                     problems=["agent-x exited with code 1"])
 
 
 def test_overview_lines_show_devices_traffic_against_contract_and_age(tmp_path: Path) -> None:
     text = render_lines(_snapshot(tmp_path))
     gy = next(ln for ln in text.splitlines() if "gy-pestalozzi:" in ln)
-    assert "devices 3/4 up" in gy
+    assert "agent online, devices 3/4 up" in gy
     assert "240.0 / 400 Mbit/s 60%" in gy and "85.0 / 400 Mbit/s 21%" in gy
     assert "last data 3 s ago" in gy
     gs = next(ln for ln in text.splitlines() if "gs-sodingen:" in ln)
