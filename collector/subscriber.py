@@ -96,6 +96,8 @@ class MqttSubscriber:
         self.handler = handler
         self.metrics = metrics
         self.connected = False
+        #: True once the broker confirmed the subscriptions of the current connection.
+        self.subscribed = False
         self.connected_since: float | None = None
         self.disconnected_since: float | None = time.monotonic()
         self.last_error = "not connected yet"
@@ -155,6 +157,7 @@ class MqttSubscriber:
                     try:
                         for f in self.filters:
                             await client.subscribe(f, qos=1)
+                        self.subscribed = True
                         log.info("connected to %s:%d, subscribed to %s", self.settings.host,
                                  self.settings.port, ", ".join(self.filters))
                         await self._consume_until_stopped(client, tracker)
@@ -208,5 +211,6 @@ class MqttSubscriber:
         if self.connected or self.disconnected_since is None:
             self.disconnected_since = time.monotonic()
         self.connected = False
+        self.subscribed = False
         self.last_error = why
         self.metrics.mqtt_connected.set(0)

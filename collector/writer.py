@@ -292,7 +292,7 @@ class InfluxSink:
 
     def _write_sync(self, body: bytes) -> None:
         from influxdb_client.rest import ApiException
-        from urllib3.exceptions import HTTPError
+        from urllib3.exceptions import HTTPError, NewConnectionError
         from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
         try:
@@ -305,6 +305,8 @@ class InfluxSink:
                 raise WriteError("client", detail, retryable=False, status=status) from None
             kind = "server" if status >= 500 or status == 429 else "config"
             raise WriteError(kind, detail, retryable=True, status=status) from None
+        except NewConnectionError as exc:  # a subclass of a timeout in urllib3 2.x
+            raise WriteError("connection", str(exc)[:300], retryable=True) from None
         except Urllib3Timeout as exc:
             raise WriteError("timeout", str(exc)[:300], retryable=True) from None
         except (HTTPError, OSError) as exc:
