@@ -34,6 +34,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+orjson: Any
+try:  # 2-3x faster parsing of valid payloads; see _loads for why results stay the same
+    import orjson
+except ImportError:  # pragma: no cover - orjson is a declared dependency
+    orjson = None
+
 SCHEMA_VERSION: Final = 1
 TOPIC_ROOT: Final = "schoolnet/v1"
 KINDS: Final = ("status", "metrics", "probe", "event")
@@ -212,9 +218,36 @@ def _reject_constant(name: str) -> Any:
     raise WireError("bad_number", f"{name} is not allowed")
 
 
+#: Digits to "0", "-" kept, everything else to " ": finds long digit runs with bytes.find.
+_DIGIT_RUNS: Final = bytes(
+    0x30 if 0x30 <= b <= 0x39 else (0x2D if b == 0x2D else 0x20) for b in range(256)
+)
+
+
+def _no_huge_integers(payload: bytes) -> bool:
+    """False if the payload may hold an integer beyond 64 bits.
+
+    orjson turns those into floats (losing digits) where the json module keeps exact
+    integers; such payloads take the json path. 20 digits, or 19 after a minus sign, is
+    the shortest such integer (timestamps in ns have 19 digits and no sign).
+    """
+    runs = payload.translate(_DIGIT_RUNS)
+    return runs.find(b"00000000000000000000") < 0 and runs.find(b"-0000000000000000000") < 0
+
+
 def _loads(payload: bytes, limits: Limits) -> Any:
     if len(payload) > limits.max_payload_bytes:
         raise WireError("too_large", f"{len(payload)} bytes > {limits.max_payload_bytes}")
+    if orjson is not None and _no_huge_integers(payload):
+        # Fast path for the common case. Anything orjson refuses (NaN, Infinity, lone
+        # surrogates, UTF-16, broken JSON, nesting deeper than 1024) is parsed again by
+        # the json module below, so values and error reasons are those of the json
+        # module; the one difference: nesting between Python's recursion limit and 1024
+        # levels parses here (and is then rejected or ignored like any other value).
+        try:
+            return orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            pass
     try:
         return json.loads(payload, parse_constant=_reject_constant)
     except WireError:
@@ -302,6 +335,74 @@ def _check_point(obj: Any, i: int, limits: Limits, lo_ns: int, hi_ns: int) -> Po
     return Point(measurement, tags, fields, ts)
 
 
+_POINT_KEYS: Final = frozenset({"measurement", "tags", "fields", "time_ns"})
+_NO_TAGS: Final[dict[str, Any]] = {}
+#: Field keys already seen to match KEY_RE (bounded: a hostile site cannot grow it much).
+_good_field_keys: set[str] = set()
+
+
+def _field_keys_ok(fields: dict[str, Any]) -> bool:
+    for k in fields:
+        if k not in _good_field_keys:
+            if not isinstance(k, str) or not KEY_RE.match(k):
+                return False
+            if len(_good_field_keys) >= 4096:
+                _good_field_keys.clear()
+            _good_field_keys.add(k)
+    return True
+
+
+def _check_point_fast(obj: Any, i: int, limits: Limits, lo_ns: int, hi_ns: int) -> Point:
+    """:func:`_check_point` for the common case (a valid point), several times cheaper.
+
+    Accepts only what every check of :func:`_check_point` accepts, mostly with set
+    operations in C; anything else goes to :func:`_check_point`, which finds the exact
+    reason. So results and error reasons are the same by construction.
+    """
+    if type(obj) is dict and len(obj) <= 4 and obj.keys() <= _POINT_KEYS:
+        m = obj.get("measurement")
+        tags = obj.get("tags", _NO_TAGS)
+        fields = obj.get("fields")
+        ts = obj.get("time_ns")
+        allowed = MEASUREMENT_TAGS.get(m) if type(m) is str else None
+        if (
+            allowed is not None
+            and type(tags) is dict
+            and type(fields) is dict
+            and type(ts) is int
+            and lo_ns <= ts <= hi_ns
+            and len(tags) <= limits.max_tags
+            and tags.keys() <= allowed
+            and 0 < len(fields) <= limits.max_fields
+            and (fields.keys() <= _good_field_keys or _field_keys_ok(fields))
+        ):
+            ok = True
+            max_tag = limits.max_tag_value_len
+            for v in tags.values():
+                if type(v) is not str or not v or len(v) > max_tag:
+                    ok = False
+                    break
+            if ok:
+                max_str = limits.max_string_field_len
+                for v in fields.values():
+                    t = type(v)
+                    if t is float:
+                        if v - v != 0.0:  # inf or nan
+                            ok = False
+                            break
+                    elif t is str:
+                        if len(v) > max_str:
+                            ok = False
+                            break
+                    elif t is not int and t is not bool:
+                        ok = False
+                        break
+            if ok:
+                assert isinstance(m, str)
+                return Point(m, tags, fields, ts)
+    return _check_point(obj, i, limits, lo_ns, hi_ns)
+
+
 def decode_batch(
     payload: bytes, limits: Limits = DEFAULT_LIMITS, *, now_ns: int | None = None
 ) -> Batch:
@@ -329,7 +430,7 @@ def decode_batch(
         raise WireError("too_many_points", f"{len(points)} > {limits.max_points}")
     now = time.time_ns() if now_ns is None else now_ns
     lo, hi = now - limits.max_age_s * 10**9, now + limits.max_future_s * 10**9
-    checked = tuple(_check_point(p, i, limits, lo, hi) for i, p in enumerate(points))
+    checked = tuple(_check_point_fast(p, i, limits, lo, hi) for i, p in enumerate(points))
     return Batch(site=site, seq=seq, points=checked, epoch=epoch)
 
 
