@@ -162,8 +162,13 @@ class LineEncoder:
         """One line for ``point`` with ``extra_tags`` merged in; may raise LineProtocolError."""
         return self.encode_all((point,), extra_tags)[0]
 
-    def encode_all(self, points: Iterable[Point], extra_tags: Mapping[str, str]) -> list[str]:
-        """Lines for ``points``, all with the same ``extra_tags``; may raise LineProtocolError."""
+    def encode_all(self, points: Iterable[Point], extra_tags: Mapping[str, str], *,
+                   finite: bool = False) -> list[str]:
+        """Lines for ``points``, all with the same ``extra_tags``; may raise LineProtocolError.
+
+        ``finite=True`` skips the NaN/infinity check, for points that passed
+        :func:`schoolnet.wire.decode_batch` (which refuses them).
+        """
         ekeys = tuple(extra_tags)
         evals = tuple(extra_tags.values())
         heads, bodies = self._heads, self._bodies
@@ -187,7 +192,7 @@ class LineEncoder:
                 ints = body.ints(fvals)
                 if max(ints) > INT64_MAX or min(ints) < INT64_MIN:
                     raise LineProtocolError("integer does not fit in 64 bits")
-            if body.floats is not None and not isfinite(sum(body.floats(fvals))):
+            if not finite and body.floats is not None and not isfinite(sum(body.floats(fvals))):
                 # A sum can overflow to inf from finite values: check one by one.
                 for v in body.floats(fvals):
                     format_field_value(v)

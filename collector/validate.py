@@ -228,12 +228,12 @@ class Validator:
             if extra is not run_extra:
                 if run:
                     assert run_extra is not None
-                    lines += self._encoder.encode_all(run, run_extra)
+                    lines += self._encoder.encode_all(run, run_extra, finite=True)
                 run, run_extra = [], extra
             run.append(p)
         if run:
             assert run_extra is not None
-            lines += self._encoder.encode_all(run, run_extra)
+            lines += self._encoder.encode_all(run, run_extra, finite=True)
         return lines
 
     def _make_extra(self, t: Topic, site: Site, device: str | None,
