@@ -1,0 +1,218 @@
+"""Bench: collector CPU per 48-port device message, side by side with a bare consumer.
+
+Contenders, each in its own process, each draining the same N messages that wait in
+Mosquitto for its persistent session (so the publisher's CPU is not in the figure):
+
+- ``schoolnet``: the whole collector (``collector.app.Collector``): MQTT with manual
+  in-order acks -> decode + validate (contract, inventory) -> line protocol -> batched
+  writes to VictoriaMetrics. Timed until every point is written and every message
+  acknowledged;
+- ``bare``: a bare aiomqtt consumer that only does ``json.loads`` on each payload (the
+  floor for any Python MQTT consumer).
+
+Also, in this process: ``Validator.handle`` alone (decode + validate + line protocol,
+no I/O) and ``json.loads`` alone, per message. CPU is user+sys of the process (the
+collector's writer thread included). Figures are printed, never asserted.
+Run: ``.venv/bin/python -m bench.collector_cpu [--messages N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import aiomqtt
+
+from collector.samples import switch_payload
+from schoolnet.sim.servers import Mosquitto, VictoriaMetrics
+
+TENANT = "bench"
+SITE = "gy-bench"
+PORTS = 48
+
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _write_inventory(root: Path) -> None:
+    tdir = root / TENANT
+    tdir.mkdir(parents=True, exist_ok=True)
+    (tdir / "tenant.yaml").write_text(
+        f"tenant: {TENANT}\nname: Bench\ndefaults:\n  snmp: {{version: 2c, community: x}}\n")
+    (tdir / f"{SITE}.yaml").write_text(
+        f"site: {SITE}\nname: Bench school\ndevices:\n"
+        "  - {name: core-sw, host: 10.0.0.1, role: switch, vendor: cisco}\n")
+
+
+async def _child_schoolnet(host: str, port: int, db_url: str, client_id: str, n: int,
+                           workdir: Path) -> dict[str, float]:
+    # Imported before timing: the sink imports influxdb-client lazily on connect, a
+    # one-off cost of a process start, not of messages.
+    import influxdb_client.client.influxdb_client
+    import influxdb_client.client.write_api  # noqa: F401
+
+    from collector.app import Collector
+    from collector.config import CollectorConfig, HttpSettings, InfluxSettings, MqttSettings
+    from schoolnet.inventory import load_inventory
+
+    cfg = CollectorConfig(
+        mqtt=MqttSettings(host=host, port=port, client_id=client_id, tenants=(TENANT,)),
+        influx=InfluxSettings(url=db_url),
+        inventory=str(workdir / "inv"), http=HttpSettings(port=0),
+        state_dir=str(workdir / "state"))
+    collector = Collector(cfg, load_inventory(cfg.inventory, resolve_secrets=False))
+    stop = asyncio.Event()
+    cpu0, t0 = _cpu(), time.monotonic()
+    task = asyncio.create_task(collector.serve(stop))
+    m = collector.metrics
+    want = n * (PORTS + 1)
+    while not (m.written.get() >= want and m.accepted.get() >= n
+               and collector.subscriber._tracker is not None
+               and len(collector.subscriber._tracker) == 0):
+        await asyncio.sleep(0.01)
+    cpu1, t1 = _cpu(), time.monotonic()
+    stop.set()
+    await task
+    return {"cpu_s": cpu1 - cpu0, "wall_s": t1 - t0, "messages": m.accepted.get(),
+            "points": m.written.get(), "dropped": sum(m.dropped.values.values())}
+
+
+async def _child_bare(host: str, port: int, client_id: str, n: int) -> dict[str, float]:
+    cpu0, t0 = _cpu(), time.monotonic()
+    got = 0
+    async with aiomqtt.Client(host, port, identifier=client_id, clean_session=False) as c:
+        await c.subscribe(f"schoolnet/v1/{TENANT}/#", qos=1)
+        async for msg in c.messages:
+            assert isinstance(msg.payload, bytes)
+            json.loads(msg.payload)
+            got += 1
+            if got == n:
+                break
+    return {"cpu_s": _cpu() - cpu0, "wall_s": time.monotonic() - t0, "messages": got}
+
+
+async def _create_session(host: str, port: int, client_id: str, protocol: str) -> None:
+    """Connect once and subscribe, so the broker queues messages for this session."""
+    if protocol == "5":
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = 3600
+        kw: dict[str, object] = {"protocol": aiomqtt.ProtocolVersion.V5, "clean_start": False,
+                                 "properties": props}
+    else:
+        kw = {"clean_session": False}
+    async with aiomqtt.Client(host, port, identifier=client_id, **kw) as c:  # type: ignore[arg-type]
+        await c.subscribe(f"schoolnet/v1/{TENANT}/#", qos=1)
+
+
+def child(kind: str, host: str, port: int, db_url: str, client_id: str, n: int,
+          workdir: str) -> None:
+    """Entry of a contender process: wait for 'go' on stdin, drain, print JSON."""
+    protocol = "5" if kind == "schoolnet" else "3.1.1"
+    asyncio.run(_create_session(host, port, client_id, protocol))
+    print("ready", flush=True)
+    sys.stdin.readline()
+    if kind == "schoolnet":
+        res = asyncio.run(_child_schoolnet(host, port, db_url, client_id, n, Path(workdir)))
+    else:
+        res = asyncio.run(_child_bare(host, port, client_id, n))
+    print(json.dumps(res), flush=True)
+
+
+async def _publish(host: str, port: int, payloads: list[bytes]) -> None:
+    async with aiomqtt.Client(host, port, max_inflight_messages=200) as pub:
+        for p in payloads:
+            await pub.publish(f"schoolnet/v1/{TENANT}/{SITE}/metrics", p, qos=1)
+
+
+def run_contender(kind: str, broker: Mosquitto, db: VictoriaMetrics, payloads: list[bytes],
+                  workdir: Path) -> dict[str, float]:
+    client_id = f"bench-{kind}-{uuid.uuid4().hex[:8]}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.collector_cpu", "--child", kind, broker.host,
+         str(broker.port), db.url, client_id, str(len(payloads)), str(workdir)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        asyncio.run(_publish(broker.host, broker.port, payloads))
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        out = proc.stdout.readline()
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    return dict(json.loads(out))
+
+
+def in_process(payloads: list[bytes], workdir: Path) -> tuple[float, float]:
+    """(Validator.handle, json.loads) CPU seconds per message, no I/O."""
+    from collector.metrics import CollectorMetrics
+    from collector.validate import Validator
+    from schoolnet.inventory import load_inventory
+
+    v = Validator(load_inventory(workdir / "inv", resolve_secrets=False), CollectorMetrics())
+    topic = f"schoolnet/v1/{TENANT}/{SITE}/metrics"
+    c0 = _cpu()
+    for p in payloads:
+        v.handle(topic, p)
+    c1 = _cpu()
+    for p in payloads:
+        json.loads(p)
+    c2 = _cpu()
+    return (c1 - c0) / len(payloads), (c2 - c1) / len(payloads)
+
+
+def main() -> None:
+    """Run both contenders and print the figures and the ratio."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--messages", type=int, default=2000)
+    args = ap.parse_args()
+    n = args.messages
+    now = time.time_ns()
+    payloads = [switch_payload(SITE, seq, ports=PORTS, time_ns=now - (n - seq) * 10**6, salt=seq)
+                for seq in range(1, n + 1)]
+    with tempfile.TemporaryDirectory(prefix="bench-collector-") as tmp:
+        work = Path(tmp)
+        _write_inventory(work / "inv")
+        handle_s, loads_s = in_process(payloads, work)
+        with Mosquitto(work / "mqtt") as broker, VictoriaMetrics(work / "vm") as db:
+            res = {kind: run_contender(kind, broker, db, payloads, work)
+                   for kind in ("bare", "schoolnet")}
+    size = len(payloads[0])
+    print(f"collector CPU per {PORTS}-port device message ({PORTS + 1} points, {size} bytes),"
+          f" {n} messages")
+    print(f"{'contender':<34}{'CPU ms/msg':>12}{'msgs/s/core':>13}{'wall s':>9}")
+    rows = [("schoolnet collector (end to end)", res["schoolnet"]),
+            ("bare aiomqtt + json.loads", res["bare"])]
+    for name, r in rows:
+        per = r["cpu_s"] / n
+        print(f"{name:<34}{per * 1e3:>12.3f}{1 / per:>13.0f}{r['wall_s']:>9.2f}")
+    print(f"{'Validator.handle only (no I/O)':<34}{handle_s * 1e3:>12.3f}{1 / handle_s:>13.0f}")
+    print(f"{'json.loads only':<34}{loads_s * 1e3:>12.3f}{1 / loads_s:>13.0f}")
+    ratio = res["schoolnet"]["cpu_s"] / res["bare"]["cpu_s"]
+    print(f"ratio schoolnet / bare consumer: {ratio:.2f}x "
+          f"(written {res['schoolnet']['points']:.0f} points, "
+          f"dropped {res['schoolnet']['dropped']:.0f})")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "--child":
+        child(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6],
+              int(sys.argv[7]), sys.argv[8])
+    else:
+        main()
