@@ -125,11 +125,14 @@ def missing_targets(table: Table, data: Mapping[Oid, Mapping[Oid, Value]],
     The poller reads the fallback columns of exactly these targets, so a device with a
     full ifXTable never costs a walk of the 32-bit counters.
     """
+    with_fallback = {c.target for c in table.fallbacks}
+    if not with_fallback:
+        return set()
     keys = row_keys(table, data)
     missing: set[str] = set()
     for col in table.primary:
         target = col.target
-        if target is None or not any(c.target == target for c in table.fallbacks):
+        if target not in with_fallback or target is None:
             continue
         rows = data.get(col.oid, {})
         for key in keys:
@@ -159,6 +162,10 @@ def build_rows(table: Table, data: Mapping[Oid, Mapping[Oid, Value]], time_ns: i
     Rows without any field are left out (a point needs at least one field).
     """
     speed = table.link_speed
+    empty: dict[Oid, Value] = {}
+    # Each column's rows looked up once, not once per row.
+    columns = [(col, data.get(col.oid, empty)) for col in table.columns]
+    lookups = [(lk, data.get(lk.column.oid, empty)) for lk in table.lookups]
     rows: list[Row] = []
     for suffix in row_keys(table, data):
         parts = parse_index(suffix, table.index)
@@ -173,8 +180,8 @@ def build_rows(table: Table, data: Mapping[Oid, Mapping[Oid, Value]], time_ns: i
         fields: dict[str, FieldValue] = {}
         counters: dict[str, Counter] = {}
         discontinuity: int | None = None
-        for col in table.columns:
-            value = data.get(col.oid, {}).get(suffix)
+        for col, values in columns:
+            value = values.get(suffix)
             if value is None:
                 continue
             if col.role == "discontinuity" and isinstance(value, int):
@@ -190,11 +197,11 @@ def build_rows(table: Table, data: Mapping[Oid, Mapping[Oid, Value]], time_ns: i
                 fields[col.field] = converted
                 if col.rate is not None and isinstance(value, int):
                     counters[col.field] = Counter(value, col.bits, col.mib_name)
-        for lookup in table.lookups:
+        for lookup, values in lookups:
             if lookup.column.tag in tags:
                 continue
             key = parts.get(lookup.index)
-            value = data.get(lookup.column.oid, {}).get(key[1]) if key else None
+            value = values.get(key[1]) if key else None
             text = tag_value(lookup.column, value, limits) if value is not None else None
             if text and lookup.column.tag:
                 tags[lookup.column.tag] = text

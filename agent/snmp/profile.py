@@ -41,6 +41,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from dataclasses import field as derived
 from pathlib import Path
 from typing import Final
 
@@ -146,36 +147,32 @@ class Table:
     columns: tuple[Column, ...]
     lookups: tuple[Lookup, ...] = ()
     link_speed: LinkSpeed | None = None
+    #: Columns read on every poll: the first source of each field/tag, and roles.
+    primary: tuple[Column, ...] = derived(init=False)
+    #: Columns read only for rows whose earlier source had no value.
+    fallbacks: tuple[Column, ...] = derived(init=False)
+    #: One spec per rate field (fallback columns share their primary's); the rates
+    #: named in ``link_speed`` are checked against the link speed.
+    rate_specs: tuple[RateSpec, ...] = derived(init=False)
 
-    @property
-    def primary(self) -> tuple[Column, ...]:
-        """Columns read on every poll: the first source of each field/tag, and roles."""
+    def __post_init__(self) -> None:
+        # Derived once here rather than on every poll (the poller's hot path).
         seen: set[str] = set()
-        out = []
+        primary: list[Column] = []
+        fallbacks: list[Column] = []
         for col in self.columns:
             target = col.target
-            if target is None or target not in seen:
-                out.append(col)
+            (fallbacks if target is not None and target in seen else primary).append(col)
             if target is not None:
                 seen.add(target)
-        return tuple(out)
-
-    @property
-    def fallbacks(self) -> tuple[Column, ...]:
-        """Columns read only for rows whose earlier source had no value."""
-        primary = set(self.primary)
-        return tuple(c for c in self.columns if c not in primary)
-
-    @property
-    def rate_specs(self) -> tuple[RateSpec, ...]:
-        """One spec per rate field (fallback columns share their primary's); the rates
-        named in ``link_speed`` are checked against the link speed."""
         checked = set(self.link_speed.rates) if self.link_speed else set()
         specs: dict[str, RateSpec] = {}
         for col in self.columns:
             if col.rate is not None and col.rate.rate not in specs:
                 specs[col.rate.rate] = replace(col.rate, link_checked=col.rate.rate in checked)
-        return tuple(specs.values())
+        object.__setattr__(self, "primary", tuple(primary))
+        object.__setattr__(self, "fallbacks", tuple(fallbacks))
+        object.__setattr__(self, "rate_specs", tuple(specs.values()))
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,8 @@ MAX_ROWS = 10_000
 
 @dataclass
 class WalkResult:
-    """What a walk got: per column, ``index suffix → value``; plus protocol counters.
+    """What a walk got: per column, ``index suffix → value``; plus protocol counters
+    (``varbinds`` counts the values that belong to the columns, as a bare walk would).
 
     ``warnings`` lists non-fatal trouble (an agent that returned a non-increasing OID
     or too many rows): the rows before it are kept, the column ends there.
@@ -63,7 +64,6 @@ async def walk_columns(
                 continue
             raise
         result.requests += 1
-        result.varbinds += len(varbinds)
         width = len(active)
         done: set[Oid] = set()
         progressed: set[Oid] = set()
@@ -90,6 +90,7 @@ async def walk_columns(
                 done.add(col)
                 continue
             rows[oid[prefix:]] = value
+            result.varbinds += 1
             cursor[col] = oid
             progressed.add(col)
         # Columns cut off by a truncated answer simply ask again. An answer that moved
