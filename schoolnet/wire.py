@@ -335,6 +335,18 @@ def _check_point(obj: Any, i: int, limits: Limits, lo_ns: int, hi_ns: int) -> Po
     return Point(measurement, tags, fields, ts)
 
 
+def check_point(point: Point, limits: Limits = DEFAULT_LIMITS, *,
+                now_ns: int | None = None) -> None:
+    """Check one point exactly as :func:`decode_batch` will; raises :class:`WireError`.
+
+    The agent checks each point before it enters the spool: the collector rejects a
+    payload whole when one point is bad, so a bad point must not travel with good ones.
+    """
+    now = time.time_ns() if now_ns is None else now_ns
+    lo, hi = now - limits.max_age_s * 10**9, now + limits.max_future_s * 10**9
+    _check_point(point.to_json(), 0, limits, lo, hi)
+
+
 _POINT_KEYS: Final = frozenset({"measurement", "tags", "fields", "time_ns"})
 _NO_TAGS: Final[dict[str, Any]] = {}
 #: Field keys already seen to match KEY_RE (bounded: a hostile site cannot grow it much).
