@@ -339,3 +339,13 @@ async def test_sources_share_one_client_closed_by_the_last() -> None:
     await b.close()
     assert client.closed
     assert build_sources(make_site(), client=client) == []
+
+
+def test_every_inventory_usm_protocol_maps_to_pysnmp() -> None:
+    from pysnmp.hlapi.v3arch import asyncio as hlapi
+
+    from agent.snmp.client import _AUTH, _PRIV
+    from schoolnet.inventory import AUTH_PROTOCOLS, PRIV_PROTOCOLS
+
+    assert set(_AUTH) == set(AUTH_PROTOCOLS) and set(_PRIV) == set(PRIV_PROTOCOLS)
+    assert all(hasattr(hlapi, name) for name in (*_AUTH.values(), *_PRIV.values()))
