@@ -19,8 +19,8 @@ Everything a site measures goes through here, whether the broker is reachable or
   whole queue drain per append, a publish window per ack), so it is a few per second.
 * **Bounds.** By age (``max_age_s``) and by stored bytes (``max_bytes``); when either is
   exceeded the oldest batches are deleted first and counted (persisted, so the count
-  survives restarts). Payloads are stored zlib-compressed: JSON batches shrink ~10x,
-  which is what makes days of buffering fit on a small box (docs/agent.md has the math).
+  survives restarts). Payloads are stored zlib-compressed: a switch's batch shrinks
+  5-10x, which is what makes days of buffering fit on a small box (docs/agent.md).
 * **Threads.** The methods are blocking and thread-safe (one connection behind a lock);
   async callers run them with ``asyncio.to_thread`` so disk waits never stall the loop.
 
@@ -56,8 +56,8 @@ from schoolnet.wire import (
 
 log = logging.getLogger(__name__)
 
-#: 2 GiB holds > 72 h of a 100-device site even if every device were a 52-port switch
-#: and compression only half as good as measured (docs/agent.md, "Spool sizing").
+#: 2 GiB holds 86 h of a 100-device site at 60 s polls even if every device were a
+#: 52-port switch; a typical site fills it in two weeks (docs/agent.md, "Spool sizing").
 DEFAULT_MAX_BYTES = 2 * 1024**3
 #: A week: a long holiday weekend or a broken uplink over the autumn break; the
 #: collector accepts points up to 14 days old (wire.Limits.max_age_s).
