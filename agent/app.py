@@ -145,6 +145,7 @@ class Agent:
                 await asyncio.gather(*(r.gather_once() for r in self.runners))
             else:
                 code = await self._main_loop(forwarder, writer)
+            await self._close_sources()
             await self._shutdown(forwarder, writer)
             if self.once and not self.forwarder.flushed:
                 log.error("--once: %d batch(es) could not be delivered; kept in the spool",
@@ -192,6 +193,17 @@ class Agent:
         for t in pending:
             t.cancel()
         await asyncio.gather(*sources, return_exceptions=True)
+
+    async def _close_sources(self) -> None:
+        """Call ``close()`` of sources that have one (SNMP sources release their engine)."""
+        for r in self.runners:
+            close = getattr(r.source, "close", None)
+            if close is None:
+                continue
+            try:
+                await asyncio.wait_for(close(), timeout=5)
+            except Exception as exc:  # closing is best effort; shutdown goes on
+                log.warning("source %s: close failed: %r", r.name, exc)
 
     async def _shutdown(self, forwarder: asyncio.Task[None], writer: asyncio.Task[None]) -> None:
         # Drain the queue into the spool: local and quick, so even a forced exit waits.
@@ -290,14 +302,16 @@ def run(
     except SpoolError as exc:
         return _startup_error("unusable spool directory (agent.spool_dir or --spool-dir)",
                               str(exc))
-    with spool:
+    async def main() -> int:
+        # Sources are built inside the loop: SNMP engines bind to the running loop.
         try:
             built = list(sources) if sources is not None else default_sources(site)
+        except ConfigError as exc:
+            return _startup_error("bad device profiles", str(exc))
         except Exception as exc:  # a source that cannot be built is a config problem
             return _startup_error("cannot build the sources", f"{type(exc).__name__}: {exc}")
+        return await Agent(site, spool, sources=built, once=once, replay_rate=replay_rate,
+                           flush_timeout_s=flush_timeout_s).serve()
 
-        async def main() -> int:
-            return await Agent(site, spool, sources=built, once=once, replay_rate=replay_rate,
-                               flush_timeout_s=flush_timeout_s).serve()
-
+    with spool:
         return asyncio.run(main())

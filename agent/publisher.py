@@ -28,7 +28,7 @@ from typing import Any
 import aiomqtt
 
 from agent.running import SYSTEM_CLOCK, Clock, sleep_unless
-from agent.spool import DiskSpool, SpooledBatch
+from agent.spool import DiskSpool, SpooledBatch, SpoolError
 from schoolnet.inventory import Site
 from schoolnet.wire import Status, encode_status, status_topic
 
@@ -299,6 +299,10 @@ class Forwarder:
                     return
             except aiomqtt.MqttError as exc:
                 self.stats.connection_errors += 1
+                self.stats.last_error = str(exc)[:200]
+            except SpoolError as exc:
+                # A disk hiccup: retrying after the backoff beats losing the forwarder
+                # (reconnecting on the way is harmless).
                 self.stats.last_error = str(exc)[:200]
             finally:
                 self.stats.connected = False

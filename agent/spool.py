@@ -299,11 +299,13 @@ class DiskSpool:
     def peek(self, limit: int) -> list[SpooledBatch]:
         """The ``limit`` oldest unsent batches, in seq order; nothing is removed."""
         with self._lock:
-            rows = self._db.execute(
-                "SELECT seq, topic, payload, points, created_ns FROM batch ORDER BY seq LIMIT ?",
-                (limit,),
-            ).fetchall()
-        return [SpooledBatch(s, t, zlib.decompress(p), n, c) for s, t, p, n, c in rows]
+            try:
+                rows = self._db.execute(
+                    "SELECT seq, topic, payload, points, created_ns FROM batch"
+                    " ORDER BY seq LIMIT ?", (limit,)).fetchall()
+                return [SpooledBatch(s, t, zlib.decompress(p), n, c) for s, t, p, n, c in rows]
+            except (sqlite3.Error, zlib.error) as exc:
+                raise SpoolError(f"cannot read spool {self.path}: {exc}") from exc
 
     def ack(self, seqs: Iterable[int]) -> int:
         """Delete batches the broker acknowledged; returns how many were still there.

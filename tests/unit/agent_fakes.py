@@ -94,6 +94,11 @@ class CountingSource:
         self.name = name
         self.device = device
         self.calls = 0
+        self.closed = False
+
+    async def close(self) -> None:
+        """Sources may have resources to let go of at shutdown."""
+        self.closed = True
 
     async def collect(self, now_ns: int) -> list[Point]:
         """One point."""

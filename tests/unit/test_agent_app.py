@@ -61,8 +61,9 @@ class FakePublisher:
 
 
 def make_agent(site: Site, spool: DiskSpool, broker: FakeBroker, clock: FakeClock,
-               **kw: object) -> Agent:
-    return Agent(site, spool, sources=[CountingSource("c", "sw-1")], clock=clock,
+               source: CountingSource | None = None, **kw: object) -> Agent:
+    source = source or CountingSource("c", "sw-1")
+    return Agent(site, spool, sources=[source], clock=clock,
                  connect=lambda: FakePublisher(site, broker),  # type: ignore[arg-type, return-value]
                  backoff=Backoff(rng=None), install_signal_handlers=False,
                  **kw)  # type: ignore[arg-type]
@@ -73,8 +74,9 @@ def test_runs_publishes_in_order_and_shuts_down_cleanly(tmp_path: Path) -> None:
 
     async def main() -> None:
         clock, broker = FakeClock(), FakeBroker()
+        source = CountingSource("c", "sw-1")
         with DiskSpool.for_site(tmp_path / "spool", "t1", "s1") as spool:
-            agent = make_agent(site, spool, broker, clock)
+            agent = make_agent(site, spool, broker, clock, source)
             serving = asyncio.create_task(agent.serve())
             for tick in range(1, 4):
                 await clock.wait_sleepers(2)  # both sources (counting + health) idle
@@ -83,6 +85,7 @@ def test_runs_publishes_in_order_and_shuts_down_cleanly(tmp_path: Path) -> None:
             agent.handle_exit()
             assert await serving == EXIT_OK
             assert spool.stats().batches == 0
+        assert source.closed
         assert broker.statuses == [("online", ""), ("offline", "shutdown")]
         decoded = [decode_batch(b.payload, now_ns=clock.now_ns) for b in broker.batches]
         assert [b.seq for b in decoded] == list(range(len(decoded)))
@@ -161,6 +164,18 @@ def test_unusable_spool_dir_and_missing_ca_file_exit_3(
     path = write_site(tmp_path / "tls", extra_broker="    tls: true\n    ca_file: /nonexistent/ca.pem\n")
     assert run(path) == EXIT_STARTUP
     assert "bad TLS settings" in capsys.readouterr().err
+
+
+def test_a_device_with_an_unknown_profile_exits_3(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = write_site(tmp_path)
+    path.write_text(path.read_text() + (
+        "devices:\n  - name: sw-1\n    host: 127.0.0.1\n    role: switch\n"
+        "    profile: no_such_profile\n    snmp: {version: 2c, community: public}\n"))
+    assert run(path, spool_dir=tmp_path / "spool") == EXIT_STARTUP
+    err = capsys.readouterr().err
+    assert "cannot start" in err and "no_such_profile" in err
 
 
 def test_cli_help_and_exit_code_pass_through(tmp_path: Path) -> None:
