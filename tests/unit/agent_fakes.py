@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from types import TracebackType
 
+import aiomqtt
+
+from agent.spool import SpooledBatch
 from schoolnet.inventory import Site, load_site
 from schoolnet.wire import Point
 
@@ -135,6 +139,58 @@ class HangingSource:
             self.cancelled += 1
             raise
         return []
+
+
+class FakeBroker:
+    """Records what fake connections publish; ``up`` decides whether connecting works.
+
+    ``fail_after`` makes the next connection break after that many publishes of one
+    window (the rest of the window gets no PUBACK), as a broker that goes away would.
+    """
+
+    def __init__(self) -> None:
+        self.up = True
+        self.fail_after: int | None = None
+        self.connects = 0
+        self.statuses: list[tuple[str, str]] = []
+        self.batches: list[SpooledBatch] = []
+
+
+class FakePublisher:
+    """Stands in for agent.publisher.Publisher: acknowledges every publish at once."""
+
+    def __init__(self, site: Site, broker: FakeBroker) -> None:
+        self.site = site
+        self.broker = broker
+
+    async def __aenter__(self) -> FakePublisher:
+        if not self.broker.up:
+            raise aiomqtt.MqttError("[Errno 111] Connection refused")
+        self.broker.connects += 1
+        await self.publish_status("online")
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        return None
+
+    async def publish_status(self, state: str, reason: str = "") -> None:
+        self.broker.statuses.append((state, reason))
+
+    async def publish_window(self, batches: Sequence[SpooledBatch],
+                             pace: Callable[[], Awaitable[None]]) -> tuple[list[int], int]:
+        acked: list[int] = []
+        for b in batches:
+            await pace()
+            if self.broker.fail_after is not None and len(acked) == self.broker.fail_after:
+                self.broker.fail_after = None
+                return acked, len(batches) - len(acked)
+            self.broker.batches.append(b)
+            acked.append(b.seq)
+        return acked, 0
+
+    async def wait_for(self, event: asyncio.Event) -> None:
+        await event.wait()
 
 
 def write_site(root: Path, *, tenant: str = "t1", site: str = "s1", port: int = 1883,

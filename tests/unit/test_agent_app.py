@@ -3,61 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from types import TracebackType
 
-import aiomqtt
 import pytest
 from click.testing import CliRunner
 
 from agent.app import EXIT_OK, EXIT_STARTUP, EXIT_UNSENT, Agent, run
 from agent.cli import agent as agent_cli
 from agent.publisher import Backoff
-from agent.spool import DiskSpool, SpooledBatch
+from agent.spool import DiskSpool
 from schoolnet.inventory import Site
 from schoolnet.wire import decode_batch
-from tests.unit.agent_fakes import CountingSource, FakeClock, make_site, write_site
-
-
-class FakeBroker:
-    """Records what fake connections publish; ``up`` decides whether connecting works."""
-
-    def __init__(self) -> None:
-        self.up = True
-        self.statuses: list[tuple[str, str]] = []
-        self.batches: list[SpooledBatch] = []
-
-
-class FakePublisher:
-    """Stands in for agent.publisher.Publisher: acknowledges every publish at once."""
-
-    def __init__(self, site: Site, broker: FakeBroker) -> None:
-        self.site = site
-        self.broker = broker
-
-    async def __aenter__(self) -> FakePublisher:
-        if not self.broker.up:
-            raise aiomqtt.MqttError("[Errno 111] Connection refused")
-        await self.publish_status("online")
-        return self
-
-    async def __aexit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        return None
-
-    async def publish_status(self, state: str, reason: str = "") -> None:
-        self.broker.statuses.append((state, reason))
-
-    async def publish_window(self, batches: Sequence[SpooledBatch],
-                             pace: Callable[[], Awaitable[None]]) -> tuple[list[int], int]:
-        for b in batches:
-            await pace()
-            self.broker.batches.append(b)
-        return [b.seq for b in batches], 0
-
-    async def wait_for(self, event: asyncio.Event) -> None:
-        await event.wait()
+from tests.unit.agent_fakes import (
+    CountingSource,
+    FakeBroker,
+    FakeClock,
+    FakePublisher,
+    make_site,
+    write_site,
+)
 
 
 def make_agent(site: Site, spool: DiskSpool, broker: FakeBroker, clock: FakeClock,

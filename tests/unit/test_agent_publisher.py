@@ -13,12 +13,20 @@ import pytest
 
 import agent.health
 from agent.health import PipelineState, health_fields
-from agent.publisher import Backoff, PublishStats, TokenBucket, client_options
+from agent.publisher import Backoff, Forwarder, PublishStats, TokenBucket, client_options
 from agent.running import Intake, RunningSource
-from agent.spool import SpoolStats
+from agent.spool import DiskSpool, Outgoing, SpoolStats
 from schoolnet.configfile import Secret
 from schoolnet.wire import Point, check_point, decode_status
-from tests.unit.agent_fakes import START_NS, CountingSource, FakeClock, make_site, write_site
+from tests.unit.agent_fakes import (
+    START_NS,
+    CountingSource,
+    FakeBroker,
+    FakeClock,
+    FakePublisher,
+    make_site,
+    write_site,
+)
 
 
 def test_token_bucket_allows_a_burst_then_the_rate() -> None:
@@ -124,5 +132,87 @@ def test_health_fields_are_exactly_the_documented_ones_and_valid_on_the_wire() -
         assert fields["dropped_batches"] == 2
         assert fields["dropped_points"] == 6 + 20 + 1
         check_point(Point("agent", {"version": "0.1.0"}, fields, START_NS), now_ns=START_NS)
+
+    asyncio.run(main())
+
+
+def _fill(spool: DiskSpool, n: int) -> None:
+    tags = {"device": "sw-1", "role": "switch", "vendor": "x"}
+    spool.append([Outgoing("schoolnet/v1/t1/s1/metrics/sw-1",
+                           (Point("device", tags, {"uptime_s": i}, START_NS),))
+                  for i in range(n)])
+
+
+def test_replay_is_paced_by_the_rate_and_stays_in_seq_order(tmp_path: Path) -> None:
+    site = make_site(tmp_path)
+
+    async def main() -> None:
+        clock, broker = FakeClock(), FakeBroker()
+        with DiskSpool(tmp_path / "s.sqlite3", site="s1") as spool:
+            _fill(spool, 50)  # a backlog, as after an outage
+            fwd = Forwarder(spool, lambda: FakePublisher(site, broker),  # type: ignore[arg-type, return-value]
+                            rate_per_s=10, clock=clock)
+            task = asyncio.create_task(fwd.run())
+            for second in range(5):
+                # A burst of one second's worth, then exactly 10 per second of time.
+                await clock.wait_until(lambda s=second: len(broker.batches) == 10 * (s + 1)
+                                       and (len(clock.pending()) == 1 or s == 4))
+                assert len(broker.batches) == 10 * (second + 1)
+                clock.advance(1.0)
+            await clock.wait_until(lambda: spool.stats().batches == 0)
+            fwd.finish(1.0)
+            await asyncio.wait_for(task, 5)
+        assert [b.seq for b in broker.batches] == list(range(50))
+        assert fwd.stats.published == 50 and fwd.flushed
+        assert broker.statuses == [("online", ""), ("offline", "shutdown")]
+
+    asyncio.run(main())
+
+
+def test_a_window_cut_by_a_lost_connection_is_resent_after_backoff(tmp_path: Path) -> None:
+    site = make_site(tmp_path)
+
+    async def main() -> None:
+        clock, broker = FakeClock(), FakeBroker()
+        broker.fail_after = 3  # the connection breaks after 3 of the first window
+        with DiskSpool(tmp_path / "s.sqlite3", site="s1") as spool:
+            _fill(spool, 10)
+            fwd = Forwarder(spool, lambda: FakePublisher(site, broker),  # type: ignore[arg-type, return-value]
+                            rate_per_s=1000, clock=clock,
+                            backoff=Backoff(initial_s=4, rng=random.Random(0)))
+            task = asyncio.create_task(fwd.run())
+            await clock.wait_sleepers(1)  # backing off after the loss
+            assert spool.stats().batches == 7  # the 3 acknowledged ones are gone
+            assert 2 <= clock.pending()[0] <= 4
+            clock.advance(clock.pending()[0])
+            await clock.wait_until(lambda: spool.stats().batches == 0)
+            fwd.finish(1.0)
+            await asyncio.wait_for(task, 5)
+        assert [b.seq for b in broker.batches] == list(range(10))  # each once, in order
+        s = fwd.stats
+        assert (s.connects, s.connection_errors, s.publish_errors, s.published) == (2, 1, 7, 10)
+
+    asyncio.run(main())
+
+
+def test_finish_gives_up_at_the_deadline_when_the_broker_stays_away(tmp_path: Path) -> None:
+    site = make_site(tmp_path)
+
+    async def main() -> None:
+        clock, broker = FakeClock(), FakeBroker()
+        broker.up = False
+        with DiskSpool(tmp_path / "s.sqlite3", site="s1") as spool:
+            _fill(spool, 3)
+            fwd = Forwarder(spool, lambda: FakePublisher(site, broker),  # type: ignore[arg-type, return-value]
+                            clock=clock, backoff=Backoff(initial_s=60, rng=random.Random(0)))
+            task = asyncio.create_task(fwd.run())
+            await clock.wait_sleepers(1)
+            assert clock.pending()[0] >= 30  # a long backoff ...
+            fwd.finish(2.0)  # ... is cut short by finish, then bounded by the deadline
+            await clock.wait_until(lambda: clock.pending() == [2.0])
+            clock.advance(2.0)
+            await asyncio.wait_for(task, 5)
+            assert spool.stats().batches == 3 and not fwd.flushed  # kept for next time
+        assert broker.statuses == []
 
     asyncio.run(main())
