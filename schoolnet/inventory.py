@@ -7,9 +7,11 @@ Layout of ``site-configs/``::
         tenant.yaml        the school authority: id, name, defaults for its sites
         <site>.yaml        one school site: uplink, agent settings, devices
 
-Defaults from ``tenant.yaml`` (``defaults.agent``, ``defaults.snmp``) are deep-merged
-under each site's own settings; a device without ``snmp:`` takes the site's ``snmp:``
-and then the tenant's. Every problem is reported as ``file:line: field: message``.
+Defaults from ``tenant.yaml`` (``defaults.agent``, ``defaults.snmp``,
+``defaults.thresholds``) are deep-merged under each site's own settings; a device without
+``snmp:`` takes the site's ``snmp:`` and then the tenant's. A tenant's ``alerting:``
+(recipients, language, calendar, mail policy) is read by :mod:`schoolnet.alerting`.
+Every problem is reported as ``file:line: field: message``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,13 @@ from pathlib import Path
 
 from yaml.nodes import MappingNode, Node, ScalarNode
 
+from schoolnet.alerting import (
+    TenantAlerting,
+    Thresholds,
+    default_alerting,
+    read_tenant_alerting,
+    read_thresholds,
+)
 from schoolnet.configfile import (
     ConfigError,
     IssueList,
@@ -154,6 +163,8 @@ class Site:
     agent: AgentSettings
     devices: tuple[Device, ...]
     source: str = ""
+    #: Outage thresholds: built-in defaults < tenant ``defaults.thresholds`` < site.
+    thresholds: Thresholds = field(default_factory=Thresholds)
 
     def device(self, name: str) -> Device | None:
         """The device called ``name``, or None."""
@@ -170,6 +181,8 @@ class Tenant:
     id: str
     name: str
     source: str = ""
+    #: Recipients, language, calendar and mail policy (``alerting:`` in tenant.yaml).
+    alerting: TenantAlerting = field(default_factory=default_alerting)
 
 
 @dataclass(frozen=True)
@@ -305,15 +318,16 @@ def _read_tenant(path: Path, issues: IssueList) -> tuple[Tenant | None, Node | N
     name = r.value("name", str)
     defaults = r.mapping("defaults")
     dnode = defaults.node
-    for key in ("agent", "snmp"):
+    for key in ("agent", "snmp", "thresholds"):
         defaults.node_of(key)
     defaults.finish()
+    alerting = read_tenant_alerting(r.mapping("alerting"), path.parent)
     r.finish()
     if tid is not None and tid != path.parent.name:
         issues.add(r.node_of("tenant"), "tenant", f"must match its directory {path.parent.name!r}")
     if tid is None or name is None:
         return None, dnode
-    return Tenant(id=tid, name=name, source=str(path)), dnode
+    return Tenant(id=tid, name=name, source=str(path), alerting=alerting), dnode
 
 
 def _read_site(path: Path, tenant_id: str, tenant_defaults: Node | None,
@@ -335,6 +349,8 @@ def _read_site(path: Path, tenant_id: str, tenant_defaults: Node | None,
     agent_node = merge_nodes(td.node_of("agent"), r.node_of("agent"))
     agent = _read_agent(MappingReader(agent_node, "agent", issues))
     uplink = _read_uplink(r.mapping("uplink"))
+    thresholds_node = merge_nodes(td.node_of("thresholds"), r.node_of("thresholds"))
+    thresholds = read_thresholds(MappingReader(thresholds_node, "thresholds", issues))
     snmp_default = r.node_of("snmp") or td.node_of("snmp")
     devices: list[tuple[int, Node, Device]] = []
     names: set[str] = set()
@@ -359,7 +375,8 @@ def _read_site(path: Path, tenant_id: str, tenant_defaults: Node | None,
     if sid is None or name is None:
         return None
     return Site(id=sid, name=name, tenant=tenant_id, uplink=uplink, agent=agent,
-                devices=tuple(d for _, _, d in devices), source=str(path))
+                devices=tuple(d for _, _, d in devices), source=str(path),
+                thresholds=thresholds)
 
 
 def _raw_name(node: Node) -> str | None:
@@ -428,6 +445,8 @@ __all__ = [
     "Site",
     "SnmpCredentials",
     "Tenant",
+    "TenantAlerting",
+    "Thresholds",
     "Uplink",
     "load_inventory",
     "load_site",
