@@ -95,7 +95,9 @@ def run(*, workdir: str | Path | None = None, duration: float | None = None,
     keep = workdir is not None
     run_dir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="schoolnet-demo-"))
     flags = ExitFlags()
-    previous = {s: signal.signal(s, flags.handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    # SIGHUP too: a closed terminal must not orphan the servers and programs.
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {s: signal.signal(s, flags.handle) for s in handled}
 
     def say(msg: str) -> None:
         out.write(f"demo: {msg}\n")

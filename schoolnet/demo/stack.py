@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 import urllib.error
@@ -83,9 +84,15 @@ def stop_group(procs: Iterable[ManagedProcess], timeout: float) -> None:
             p.proc.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + timeout
     for p in group:
-        # stop() waits at most the remaining time, then kills; a process that already
-        # exited returns at once.
-        p.stop(timeout=max(0.1, deadline - time.monotonic()))
+        proc = p.proc
+        assert proc is not None
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            # Only one SIGTERM: our programs take a second signal as "skip the flush".
+            proc.kill()
+            proc.wait(5)
+        p.proc = None
 
 
 def collector_config(*, broker: Mosquitto, db: VictoriaMetrics, inventory_dir: Path,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ from schoolnet.demo.runner import ExitFlags
 from schoolnet.inventory import load_inventory
 
 
-def _addresses() -> object:
+def _addresses() -> Callable[[], str]:
     n = iter(range(1, 1000))
     return lambda: f"127.0.0.{next(n)}"
 
@@ -68,7 +69,7 @@ def test_default_city_has_the_schools_the_demo_promises() -> None:
 
 def test_written_city_is_a_valid_inventory_with_one_address_per_device(tmp_path: Path) -> None:
     written = write_city(default_city(), tmp_path / "site-configs", broker=("127.0.0.1", 1883),
-                         poll_interval_s=7, next_address=_addresses())  # type: ignore[arg-type]
+                         poll_interval_s=7, next_address=_addresses())
     inv = load_inventory(tmp_path / "site-configs")  # what `schoolnet config check` runs
     assert {s.id for s in inv} == {s.id for s in default_city().schools}
     # Regression: the site's name was once overwritten by its last device's name.
@@ -88,7 +89,7 @@ def test_written_city_is_a_valid_inventory_with_one_address_per_device(tmp_path:
 def test_a_device_can_get_its_own_simulator(tmp_path: Path) -> None:
     city = on_simulator(default_city(), "gs-sodingen", "ap-flur", "flaky")
     written = write_city(city, tmp_path / "sc", broker=("127.0.0.1", 1883),
-                         next_address=_addresses())  # type: ignore[arg-type]
+                         next_address=_addresses())
     assert list(written.simulators()) == ["main", "flaky"]
     assert len(written.listen("flaky")) == 1
     assert list(written.recordings("flaky")) == ["ubiquiti-m5"]
@@ -110,7 +111,7 @@ def test_parse_prometheus_reads_counters_with_labels() -> None:
 
 def _snapshot(tmp_path: Path) -> Snapshot:
     written = write_city(default_city(), tmp_path / "sc", broker=("127.0.0.1", 1883),
-                         next_address=_addresses())  # type: ignore[arg-type]
+                         next_address=_addresses())
     schools = []
     for site in written.inventory:
         st = SchoolState(site=site)
