@@ -23,6 +23,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
+from schoolnet.configfile import ConfigError
 from schoolnet.demo.city import SimCity, default_city
 from schoolnet.demo.overview import Snapshot, gather, gather_schools, render_lines, render_screen
 from schoolnet.demo.stack import DemoStack
@@ -104,30 +105,40 @@ def run(*, workdir: str | Path | None = None, duration: float | None = None,
         out.flush()
 
     try:
-        stack = DemoStack(run_dir, city or default_city(), poll_interval_s=poll_interval_s)
+        try:
+            stack = DemoStack(run_dir, city or default_city(), poll_interval_s=poll_interval_s)
+        except ImportError as exc:
+            say(f"cannot build the simulated city: {exc} "
+                "(the demo needs the 'sim' extra: pip install 'schoolnet-monitor[sim]')")
+            return EXIT_STARTUP
+        except (OSError, ConfigError) as exc:
+            say(f"cannot build the simulated city: {exc}")
+            return EXIT_STARTUP
         say(f"run directory {run_dir}")
         try:
             stack.start(progress=say, should_stop=lambda: flags.should_exit)
+        except FileNotFoundError as exc:
+            say(f"could not start: {exc} (./scripts/setup installs the servers)")
+            return EXIT_STARTUP
         except (OSError, RuntimeError, TimeoutError) as exc:
+            keep = True
             say(f"could not start: {exc}")
             say(f"logs are in {run_dir}")
             return EXIT_STARTUP
         # For whoever wants to verify that nothing outlives the demo (the tests do).
         (run_dir / "pids.json").write_text(json.dumps(stack.pids(), indent=1))
+        code = EXIT_CHECK_FAILED  # also when the loop raises: keep the logs
         try:
             code = _main_loop(stack, flags, duration, poll_interval_s, screen, out, say)
         finally:
+            keep = keep or code != EXIT_OK
             if screen:
                 out.write("\n")
             say("stopping agents, collector, servers" + (" (forced)" if flags.force_exit else ""))
-            if flags.force_exit:
-                stack.kill()
-            else:
-                stack.stop(STOP_TIMEOUT_S)
+            stack.stop(STOP_TIMEOUT_S, hurry=lambda: flags.force_exit)
             left = stack.pids()
             say(f"still running: {left}" if left else "stopped; nothing left running")
         if code != EXIT_OK:
-            keep = True
             say(f"logs are in {run_dir}")
         return code
     finally:

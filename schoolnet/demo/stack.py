@@ -14,6 +14,7 @@ collector, then the servers, each group with a deadline after which it is killed
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -76,20 +77,23 @@ class SchoolnetProcess(ManagedProcess):
         return None if self.proc is None else self.proc.poll()
 
 
-def stop_group(procs: Iterable[ManagedProcess], timeout: float) -> None:
-    """SIGTERM every running process of a group at once, SIGKILL what outlives ``timeout``."""
+def stop_group(procs: Iterable[ManagedProcess], timeout: float,
+               hurry: Callable[[], bool] = lambda: False) -> None:
+    """SIGTERM every running process of a group at once; SIGKILL what outlives
+    ``timeout``, or everything still running as soon as ``hurry()`` turns true."""
     group = [p for p in procs if p.proc is not None]
     for p in group:
         if p.proc is not None and p.proc.poll() is None:
+            # Only one SIGTERM: our programs take a second signal as "skip the flush".
             p.proc.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + timeout
     for p in group:
         proc = p.proc
         assert proc is not None
-        try:
-            proc.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            # Only one SIGTERM: our programs take a second signal as "skip the flush".
+        while proc.poll() is None and time.monotonic() < deadline and not hurry():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(0.1)
+        if proc.poll() is None:
             proc.kill()
             proc.wait(5)
         p.proc = None
@@ -201,16 +205,14 @@ class DemoStack:
                 out.append(f"{s.name} exited with code {s.proc.returncode} (log: {s.log_path})")
         return out
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Agents, then the collector, then the servers; each group within ``timeout``."""
-        stop_group(self.agents.values(), timeout)
-        stop_group([self.collector], timeout)
-        stop_group(self.servers(), timeout)
+    def stop(self, timeout: float = 10.0, hurry: Callable[[], bool] = lambda: False) -> None:
+        """Agents, then the collector, then the servers; each group within ``timeout``.
 
-    def kill(self) -> None:
-        """SIGKILL everything at once (a second Ctrl-C: the user does not want to wait)."""
-        for p in [*self.programs(), *self.servers()]:
-            p.kill()
+        ``hurry()`` turning true (a second Ctrl-C) kills whatever is still running.
+        """
+        stop_group(self.agents.values(), timeout, hurry)
+        stop_group([self.collector], timeout, hurry)
+        stop_group(self.servers(), timeout, hurry)
 
     def pids(self) -> dict[str, int]:
         """PIDs of every running process of the stack, by name."""
