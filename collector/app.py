@@ -22,6 +22,7 @@ from pathlib import Path
 from collector.config import CollectorConfig, load_config
 from collector.http import HttpServer, Response, json_response, text
 from collector.metrics import CollectorMetrics
+from collector.outages.service import OutageService
 from collector.subscriber import MqttSubscriber
 from collector.validate import Validator
 from collector.writer import Chunk, InfluxSink, RunningWriter, Sink
@@ -60,10 +61,17 @@ class Collector:
             early_flush_chunks=max(1, config.mqtt.max_inflight // 2),
         )
         self.subscriber = MqttSubscriber(config.mqtt, self._on_message, self.metrics)
+        # The second consumer of validated messages (ARCHITECTURE: fan-out).
+        self.outages: OutageService | None = None
+        if config.alerting.enabled:
+            self.outages = OutageService(config.alerting, inventory, config.state_dir,
+                                         connected=lambda: self.subscriber.connected,
+                                         registry=self.metrics.registry)
         self.http = HttpServer(config.http.host, config.http.port, {
             "/healthz": self.health,
             "/metrics": self.metrics_page,
             "/api/status": self.status,
+            "/api/outages": self.outages_page,
         })
         self.started = asyncio.Event()
 
@@ -72,6 +80,25 @@ class Collector:
         # Dropped and duplicate messages go through the writer too, as empty chunks, so
         # acknowledgements leave in arrival order.
         await self.writer.put(Chunk(verdict.lines, ack))
+        t = verdict.topic
+        if self.outages is not None and t is not None and not verdict.duplicate:
+            try:
+                if verdict.status is not None:
+                    self.outages.on_status(t.tenant, t.site, verdict.status.state,
+                                           verdict.status.reason)
+                else:
+                    self.outages.on_points(t.tenant, t.site, verdict.decoded)
+            except Exception:  # alerting must never stop ingest
+                log.exception("outage engine failed on a message of %s/%s", t.tenant, t.site)
+
+    def outages_page(self) -> Response:
+        """JSON: open and recent (24 h) outages with affected counts, and the mail queue."""
+        if self.outages is None:
+            return json_response(200, {"enabled": False, "open": [], "recent": []})
+        return json_response(200, {"enabled": True, **self.outages.api()})
+
+    async def _write_outage_lines(self, lines: list[str]) -> None:
+        await self.writer.put(Chunk(lines))
 
     def health(self) -> Response:
         """200 when connected to the broker and writes are not failing for long."""
@@ -103,6 +130,7 @@ class Collector:
                 "buffer_lines": self.writer.buffer.lines,
             },
             "sites": [s.to_json() for _, s in sorted(self.validator.sites.items())],
+            "outages": self.outages.api() if self.outages is not None else None,
         }
         return json_response(200, doc)
 
@@ -114,6 +142,11 @@ class Collector:
         writer_task = asyncio.create_task(self.writer.run(), name="writer")
         sub_task = asyncio.create_task(self.subscriber.run(), name="subscriber")
         stop_task = asyncio.create_task(stop.wait(), name="stop")
+        outage_stop = asyncio.Event()
+        outage_task = None
+        if self.outages is not None:
+            outage_task = asyncio.create_task(
+                self.outages.run(outage_stop, self._write_outage_lines), name="outages")
         self.started.set()
         try:
             await asyncio.wait({writer_task, sub_task, stop_task},
@@ -122,6 +155,10 @@ class Collector:
             stop_task.cancel()
             log.info("shutting down: stop intake, flush within %.0f s", shutdown_timeout_s)
             self.subscriber.stop_intake()
+            outage_stop.set()  # before the writer closes: its last outage points go in
+            if outage_task is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(outage_task, 15)
             await self.writer.close(shutdown_timeout_s)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(writer_task), shutdown_timeout_s + 5)

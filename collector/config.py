@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from collector.outages.settings import AlertingSettings, read_alerting_settings
 from schoolnet.configfile import (
     ConfigError,
     IssueList,
@@ -110,6 +111,8 @@ class CollectorConfig:
     state_dir: str = "/var/lib/schoolnet/collector"
     #: At most one log line per drop reason per this many seconds.
     log_interval_s: float = 60.0
+    #: Outages and alert mail (SMTP relay, pace); per-tenant settings are in tenant.yaml.
+    alerting: AlertingSettings = field(default_factory=AlertingSettings)
     source: str = ""
 
 
@@ -195,6 +198,7 @@ def load_config(path: str | Path, *, resolve_secrets: bool = True) -> CollectorC
     inventory = r.value("inventory", str, d.inventory)
     state_dir = r.value("state_dir", str, d.state_dir)
     log_interval = r.value("log_interval_s", float, d.log_interval_s, positive)
+    alerting = read_alerting_settings(r.mapping("alerting"))
     r.finish()
     issues.raise_if_any()
     base = path.resolve().parent
@@ -205,6 +209,7 @@ def load_config(path: str | Path, *, resolve_secrets: bool = True) -> CollectorC
         http=http,
         state_dir=os.path.normpath(base / state_dir),
         log_interval_s=log_interval,
+        alerting=alerting,
         source=str(path),
     )
 

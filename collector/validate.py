@@ -25,6 +25,7 @@ from schoolnet.wire import (
     Limits,
     Point,
     SeqTracker,
+    Status,
     Topic,
     WireError,
     decode_batch,
@@ -108,6 +109,10 @@ class Verdict:
     reason: str | None = None  # set when dropped
     duplicate: bool = False
     topic: Topic | None = None
+    #: The accepted points, or the status, for the outage engine (the writer's second
+    #: consumer of validated messages).
+    decoded: tuple[Point, ...] = ()
+    status: Status | None = None
 
     @property
     def dropped(self) -> bool:
@@ -190,7 +195,7 @@ class Validator:
         state.points += len(batch.points)
         self.metrics.accepted.inc()
         self.metrics.points.inc(amount=len(batch.points))
-        return Verdict(lines, points=len(batch.points), topic=t)
+        return Verdict(lines, points=len(batch.points), topic=t, decoded=batch.points)
 
     def _handle_status(self, t: Topic, topic: str, payload: bytes, state: SiteState,
                        now_ns: int) -> Verdict:
@@ -205,7 +210,7 @@ class Validator:
             state.state_since_ns = status.time_ns or now_ns
         state.last_seen_ns = now_ns
         self.metrics.accepted.inc()
-        return Verdict([], topic=t)
+        return Verdict([], topic=t, status=status)
 
     def _encode(self, t: Topic, site: Site, points: tuple[Point, ...]) -> list[str]:
         """Check devices against the inventory and encode, adding the trusted tags.

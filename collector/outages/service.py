@@ -216,6 +216,9 @@ class OutageService:
                     last_prune = now
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.settings.tick_s)
+            if self._lines and sink is not None:  # what the last tick produced
+                lines, self._lines = self._lines, []
+                await sink(lines)
         finally:
             await asyncio.wait_for(sender, 10)
             self.store.close()
