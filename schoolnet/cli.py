@@ -51,11 +51,14 @@ def _mount() -> None:
     """Attach the program subgroups; each lives with its program."""
     from agent.cli import agent
     from collector.cli import collector
+    from collector.outages.cli import maintenance, outages_command
     from schoolnet.demo.cli import demo
 
     main.add_command(agent)
     main.add_command(collector)
     main.add_command(demo)
+    main.add_command(outages_command)
+    main.add_command(maintenance)
 
 
 try:

@@ -32,6 +32,10 @@ from collector.outages.dispatch import (
 )
 from collector.outages.model import Outage
 
+#: SMTP line endings; lines up to RFC 5322's hard limit. The default (78) makes the
+#: email package fold a subject right after "Subject:" or around encoded words, and
+#: the parsed subject then gains spaces: ticket systems match on the exact prefix.
+POLICY: Final = email.policy.SMTP.clone(max_line_length=998)
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
 WHAT: Final = {
@@ -133,7 +137,8 @@ def what(outage: Outage | dict[str, Any], lang: str) -> str:
     """The entity in words: ``Internet-Anbindung``, ``device core-sw``."""
     kind = outage.kind if isinstance(outage, Outage) else outage["kind"]
     name = outage.name if isinstance(outage, Outage) else outage["name"]
-    return clean(WHAT[lang].get(kind, kind).format(name=name.replace("/", " ")))
+    # An interface is "<device>/<ifname>", and ifNames have slashes of their own.
+    return clean(WHAT[lang].get(kind, kind).format(name=name.replace("/", " ", 1)))
 
 
 def finding(detail: dict[str, Any], lang: str) -> str:
@@ -258,7 +263,7 @@ class MailFormatter:
 
     def _message(self, subject: str, body: str, recipients: tuple[str, ...], mid: str,
                  parent: str | None, at: float) -> EmailMessage:
-        msg = EmailMessage(policy=email.policy.SMTP)
+        msg = EmailMessage(policy=POLICY)
         msg["From"] = self.sender
         msg["To"] = ", ".join(recipients)
         msg["Subject"] = clean(subject, 200)

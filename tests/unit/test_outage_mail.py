@@ -185,6 +185,15 @@ def test_names_cannot_inject_headers(evil: str) -> None:
                    body.get_content().splitlines())
 
 
+@pytest.mark.parametrize("site_name", ["Schule gy", "Gesamtschule Ümläut-Straße " * 4])
+def test_subject_survives_the_round_trip_exactly(site_name: str) -> None:
+    o = outage(1, "uplink_quality", "", started=at(24, 9))
+    m = formatter(site_name=site_name).build(MailOrder(DOWN, "t", o, at=at(24, 9)), ("a@b.c",))
+    assert parse(m)["Subject"] == m["Subject"] == clean(
+        f"[schoolnet #1] t {clean(site_name, 80)}: Internet-Anbindung (Qualität) DEGRADED", 200)
+    assert all(len(line) <= 998 for line in m.as_bytes().split(b"\r\n"))
+
+
 @pytest.mark.parametrize(("seconds", "text"), [(37 * 60, "37 min"), (4 * 3600 + 600, "4 h 10 min"),
                                                (3600, "1 h"), (3 * 86400, "3 d 0 h")])
 def test_duration(seconds: float, text: str) -> None:
