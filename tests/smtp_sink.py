@@ -11,6 +11,7 @@ import email.policy
 import ssl
 import subprocess
 import threading
+import time
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,8 @@ class SmtpSink:
         self.port = port or free_port()
         self.messages: list[EmailMessage] = []
         self.envelopes: list[tuple[str, list[str]]] = []
+        #: Wall-clock arrival time of each mail (for latency benchmarks).
+        self.arrived: list[float] = []
         self._lock = threading.Lock()
         self._controller: Controller | None = None
         self._tls = tls
@@ -49,6 +52,7 @@ class SmtpSink:
         msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
         assert isinstance(msg, EmailMessage)
         with self._lock:
+            self.arrived.append(time.time())
             self.messages.append(msg)
             self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
         return "250 OK"
