@@ -298,6 +298,9 @@ class OutageEngine:
             return
         th = self._th(key)
         o = self.open.get(st.outage) if st.outage is not None else None
+        if o is None and st.outage is not None:
+            st.outage = None  # its outage is gone (resolved elsewhere): forget the link
+            self._dirty_states.add(key)
         if st.flapping:
             if st.last_flip is not None and now - st.last_flip < th.flap_quiet_s:
                 return  # quiet until stable
