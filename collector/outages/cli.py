@@ -86,7 +86,7 @@ def outages_command(config_path: str, tenant: str | None, hours: float, with_aff
         return
     cols = ["id", "state", "since", "for", "tenant", "site", "what", "affected", "finding"]
     widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
-    click.echo("  ".join(c.upper().ljust(widths[c]) for c in cols))
+    click.echo("  ".join(c.upper().ljust(widths[c]) for c in cols).rstrip())
     for r in rows:
         click.echo("  ".join(str(r[c]).ljust(widths[c]) for c in cols).rstrip())
 
