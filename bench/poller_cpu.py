@@ -20,10 +20,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 from bench.netns_snmpd import SnmpdNamespace, can_create_namespaces
@@ -46,6 +51,25 @@ COLUMNS = [
     "1.3.6.1.2.1.31.1.1.1.15",  # ifHighSpeed
     "1.3.6.1.2.1.31.1.1.1.18",  # ifAlias
 ]
+
+
+#: snmp_exporter metric name and type of each column (its module needs them).
+EXPORTER_METRICS = {
+    "1.3.6.1.2.1.2.2.1.2": ("ifDescr", "DisplayString"),
+    "1.3.6.1.2.1.2.2.1.3": ("ifType", "gauge"),
+    "1.3.6.1.2.1.2.2.1.7": ("ifAdminStatus", "gauge"),
+    "1.3.6.1.2.1.2.2.1.8": ("ifOperStatus", "gauge"),
+    "1.3.6.1.2.1.2.2.1.14": ("ifInErrors", "counter"),
+    "1.3.6.1.2.1.2.2.1.13": ("ifInDiscards", "counter"),
+    "1.3.6.1.2.1.2.2.1.19": ("ifOutDiscards", "counter"),
+    "1.3.6.1.2.1.2.2.1.20": ("ifOutErrors", "counter"),
+    "1.3.6.1.2.1.31.1.1.1.1": ("ifName", "DisplayString"),
+    "1.3.6.1.2.1.31.1.1.1.6": ("ifHCInOctets", "counter"),
+    "1.3.6.1.2.1.31.1.1.1.10": ("ifHCOutOctets", "counter"),
+    "1.3.6.1.2.1.31.1.1.1.15": ("ifHighSpeed", "gauge"),
+    "1.3.6.1.2.1.31.1.1.1.18": ("ifAlias", "DisplayString"),
+}
+EXPORTER = shutil.which("prometheus-snmp-exporter")
 
 
 def _cpu() -> float:
@@ -148,6 +172,62 @@ async def _schoolnet(port: int, rounds: int) -> tuple[float, int]:
     return used, varbinds
 
 
+def _exporter_config(port: int) -> str:
+    """An snmp_exporter (0.21) module walking exactly COLUMNS, v2c community 'bench'."""
+    lines = ["bench:", "  version: 2", "  max_repetitions: 25", "  auth:",
+             "    community: bench", "  walk:"]
+    lines += [f"  - {oid}" for oid in COLUMNS]
+    lines.append("  metrics:")
+    for oid in COLUMNS:
+        name, kind = EXPORTER_METRICS[oid]
+        lines += [f"  - name: {name}", f"    oid: {oid}", f"    type: {kind}",
+                  "    indexes:", "    - labelname: ifIndex", "      type: gauge"]
+    return "\n".join(lines) + "\n"
+
+
+def _proc_cpu(pid: int) -> float:
+    """user+sys CPU seconds of another process, from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _snmp_exporter(port: int, rounds: int) -> tuple[float, int]:
+    """Scrape Debian's snmp_exporter (Go) ``rounds`` times; its CPU, samples received."""
+    assert EXPORTER is not None
+    with tempfile.TemporaryDirectory() as tmp:
+        conf = Path(tmp) / "snmp.yml"
+        conf.write_text(_exporter_config(port))
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            http_port = s.getsockname()[1]
+        proc = subprocess.Popen(
+            [EXPORTER, f"--config.file={conf}", f"--web.listen-address=127.0.0.1:{http_port}",
+             "--log.level=error"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            url = (f"http://127.0.0.1:{http_port}/snmp?module=bench"
+                   f"&target=127.0.0.1:{port}")
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    urllib.request.urlopen(url, timeout=5).read()  # also warms up
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+            samples = 0
+            start = _proc_cpu(proc.pid)
+            for _ in range(rounds):
+                body = urllib.request.urlopen(url, timeout=10).read().decode()
+                samples += sum(1 for line in body.splitlines()
+                               if line.startswith("if") and not line.startswith("#"))
+            used = _proc_cpu(proc.pid) - start
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    return used, samples
+
+
 def child(kind: str, port: int, rounds: int) -> None:
     """Run one contender (inside the namespace) and print its figures as JSON."""
     if kind == "pysnmp-bare":
@@ -156,6 +236,8 @@ def child(kind: str, port: int, rounds: int) -> None:
         used, vbs = _snmpbulkwalk(port, rounds)
     elif kind == "schoolnet":
         used, vbs = asyncio.run(_schoolnet(port, rounds))
+    elif kind == "snmp_exporter":
+        used, vbs = _snmp_exporter(port, rounds)
     else:
         raise SystemExit(f"unknown contender {kind}")
     print(json.dumps({"kind": kind, "cpu_s": used, "varbinds": vbs}))
@@ -175,7 +257,12 @@ def main() -> None:
         raise SystemExit("needs root (network namespaces); nothing measured")
     results = {}
     with SnmpdNamespace() as ns:
-        for kind in ("schoolnet", "pysnmp-bare", "snmpbulkwalk"):
+        kinds = ["schoolnet", "pysnmp-bare", "snmpbulkwalk"]
+        if EXPORTER:
+            kinds.append("snmp_exporter")
+        else:
+            print("snmp_exporter: not installed (apt-get install prometheus-snmp-exporter)")
+        for kind in kinds:
             proc = subprocess.run(
                 [*ns.exec_prefix(), sys.executable, "-m", "bench.poller_cpu", "--child", kind,
                  "--port", str(ns.port), "--rounds", str(args.rounds)],
@@ -199,6 +286,10 @@ def main() -> None:
         ours = results["schoolnet"]["cpu_s"] / max(results["schoolnet"]["varbinds"], 1)
         c = results["snmpbulkwalk"]["cpu_s"] / max(results["snmpbulkwalk"]["varbinds"], 1)
         print(f"ratio schoolnet / snmpbulkwalk per varbind: {ours / c:.2f}")
+    if "schoolnet" in results and "snmp_exporter" in results:
+        ours = results["schoolnet"]["cpu_s"] / max(results["schoolnet"]["varbinds"], 1)
+        go = results["snmp_exporter"]["cpu_s"] / max(results["snmp_exporter"]["varbinds"], 1)
+        print(f"ratio schoolnet / snmp_exporter per varbind: {ours / go:.2f}")
 
 
 if __name__ == "__main__":
