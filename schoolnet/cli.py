@@ -47,6 +47,41 @@ def config_check(directory: str, no_secrets: bool) -> None:
     click.echo(f"ok: {len(inv.tenants)} tenant(s), {len(inv.sites)} site(s), {devices} device(s)")
 
 
+@main.command("ansible-inventory")
+@click.option("--site-configs", "site_configs", required=True,
+              type=click.Path(exists=True, file_okay=False),
+              envvar="SCHOOLNET_SITE_CONFIGS", show_envvar=True,
+              help="The site-configs/ directory: one Ansible host per site.")
+@click.option("--list", "list_", is_flag=True,
+              help="Print every group and host (the default; Ansible's script plugin asks so).")
+@click.option("--host", "host", metavar="HOST",
+              help="Print the variables of one host (always in --list's _meta too).")
+def ansible_inventory_command(site_configs: str, list_: bool, host: str | None) -> None:
+    """The school sites as an Ansible inventory (JSON), derived from site-configs/.
+
+    Exit 1 with every error as file:line: field: message if the site configs are broken,
+    or if HOST is not a site.
+    """
+    import json
+
+    from schoolnet.ansible_inventory import build_inventory
+
+    try:
+        inv = build_inventory(site_configs)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            click.echo(str(issue), err=True)
+        click.echo(f"{len(exc.issues)} error(s)", err=True)
+        sys.exit(1)
+    if host is not None and not list_:
+        hostvars = inv["_meta"]["hostvars"]
+        if host not in hostvars:
+            click.echo(f"no site {host!r} (hosts are named <site>.<tenant>)", err=True)
+            sys.exit(1)
+        inv = hostvars[host]
+    click.echo(json.dumps(inv, indent=2, sort_keys=True))
+
+
 def _mount() -> None:
     """Attach the program subgroups; each lives with its program."""
     from agent.cli import agent

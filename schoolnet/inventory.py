@@ -8,9 +8,11 @@ Layout of ``site-configs/``::
         <site>.yaml        one school site: uplink, agent settings, devices
 
 Defaults from ``tenant.yaml`` (``defaults.agent``, ``defaults.snmp``,
-``defaults.thresholds``) are deep-merged under each site's own settings; a device without
-``snmp:`` takes the site's ``snmp:`` and then the tenant's. A tenant's ``alerting:``
-(recipients, language, calendar, mail policy) is read by :mod:`schoolnet.alerting`.
+``defaults.thresholds``, ``defaults.ansible``) are deep-merged under each site's own
+settings; a device without ``snmp:`` takes the site's ``snmp:`` and then the tenant's. A
+tenant's ``alerting:`` (recipients, language, calendar, mail policy) is read by
+:mod:`schoolnet.alerting`. A site's ``ansible:`` (host, user, port) tells Ansible how to
+reach the site box (:mod:`schoolnet.ansible_inventory`).
 Every problem is reported as ``file:line: field: message``.
 """
 
@@ -153,6 +155,15 @@ class AgentSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class AnsibleSettings:
+    """How Ansible reaches the site box (``ansible:``); unset fields use Ansible's defaults."""
+
+    host: str | None = None  # management address of the site box
+    user: str | None = None
+    port: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class Site:
     """One school site: its uplink, agent settings and devices."""
 
@@ -165,6 +176,8 @@ class Site:
     source: str = ""
     #: Outage thresholds: built-in defaults < tenant ``defaults.thresholds`` < site.
     thresholds: Thresholds = field(default_factory=Thresholds)
+    #: How Ansible reaches the site box (tenant ``defaults.ansible`` < site ``ansible:``).
+    ansible: AnsibleSettings = field(default_factory=AnsibleSettings)
 
     def device(self, name: str) -> Device | None:
         """The device called ``name``, or None."""
@@ -256,6 +269,16 @@ def _read_agent(r: MappingReader) -> AgentSettings:
     return a
 
 
+def _read_ansible(r: MappingReader) -> AnsibleSettings:
+    a = AnsibleSettings(
+        host=r.value("host", str, None, check_host),
+        user=r.value("user", str, None),
+        port=r.value("port", int, None, _check_port),
+    )
+    r.finish()
+    return a
+
+
 def _read_interfaces(r: MappingReader) -> tuple[InterfaceSettings, ...]:
     out = []
     for name in list(r.keys()):
@@ -318,7 +341,7 @@ def _read_tenant(path: Path, issues: IssueList) -> tuple[Tenant | None, Node | N
     name = r.value("name", str)
     defaults = r.mapping("defaults")
     dnode = defaults.node
-    for key in ("agent", "snmp", "thresholds"):
+    for key in ("agent", "snmp", "thresholds", "ansible"):
         defaults.node_of(key)
     defaults.finish()
     alerting = read_tenant_alerting(r.mapping("alerting"), path.parent)
@@ -351,6 +374,8 @@ def _read_site(path: Path, tenant_id: str, tenant_defaults: Node | None,
     uplink = _read_uplink(r.mapping("uplink"))
     thresholds_node = merge_nodes(td.node_of("thresholds"), r.node_of("thresholds"))
     thresholds = read_thresholds(MappingReader(thresholds_node, "thresholds", issues))
+    ansible_node = merge_nodes(td.node_of("ansible"), r.node_of("ansible"))
+    ansible = _read_ansible(MappingReader(ansible_node, "ansible", issues))
     snmp_default = r.node_of("snmp") or td.node_of("snmp")
     devices: list[tuple[int, Node, Device]] = []
     names: set[str] = set()
@@ -376,7 +401,7 @@ def _read_site(path: Path, tenant_id: str, tenant_defaults: Node | None,
         return None
     return Site(id=sid, name=name, tenant=tenant_id, uplink=uplink, agent=agent,
                 devices=tuple(d for _, _, d in devices), source=str(path),
-                thresholds=thresholds)
+                thresholds=thresholds, ansible=ansible)
 
 
 def _raw_name(node: Node) -> str | None:
@@ -436,6 +461,7 @@ def load_inventory(root: str | Path, *, resolve_secrets: bool = True) -> Invento
 
 __all__ = [
     "AgentSettings",
+    "AnsibleSettings",
     "BrokerSettings",
     "ConfigError",
     "Device",
