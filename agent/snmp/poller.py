@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from agent.snmp.client import Oid, PysnmpClient, SnmpClient, SnmpError, Target, Value
-from agent.snmp.convert import Row, build_rows, convert, missing_targets
+from agent.snmp.convert import Row, aggregate_rows, build_rows, convert, missing_targets
 from agent.snmp.profile import PROFILE_DIR, Profile, ScalarGroup, Table, load_profiles, resolve
 from agent.snmp.rates import RateSpec, RateTracker
 from agent.snmp.walk import MAX_REPETITIONS, get_scalars, walk_columns
@@ -187,6 +187,18 @@ class _Poll:
             if not go_on:
                 return
             if rows is None:
+                continue
+            if table.max_rows is not None and len(rows) > table.max_rows:
+                # Cardinality guard: the first rows in index order are kept, the cut is
+                # reported (an snmp_error point) rather than silently hidden.
+                self._failed(table.name, SnmpError(
+                    "row_limit", f"{len(rows)} rows, {table.max_rows} kept (max_rows)",
+                    answered=True))
+                rows = rows[: table.max_rows]
+            if table.aggregate:
+                folded = aggregate_rows(table.aggregate, rows)
+                if folded:
+                    self.out.append(self._point(table.measurement, {}, folded, time_ns))
                 continue
             results = src._tracker.table(table.name, {r.key: r.sample for r in rows},
                                          src._specs[table.name])

@@ -57,9 +57,12 @@ PROFILE_DIR: Final = Path(__file__).resolve().parent.parent / "profiles"
 
 COUNTER_BITS: Final = {"counter32": 32, "counter64": 64}
 VALUE_TYPES: Final = ("counter32", "counter64", "gauge", "integer", "enum", "timeticks",
-                      "string", "hexstring", "oid", "ipaddress")
-STRING_TYPES: Final = frozenset({"string", "hexstring", "oid", "ipaddress"})
-INDEX_TYPES: Final = ("integer", "ipv4", "mac", "string", "implied_string")
+                      "string", "hexstring", "oid", "ipaddress", "mac", "octets", "bits")
+STRING_TYPES: Final = frozenset({"string", "hexstring", "oid", "ipaddress", "mac", "octets",
+                                 "bits"})
+INDEX_TYPES: Final = ("integer", "ipv4", "mac", "string", "implied_string", "address")
+#: How a table's rows can be folded into one point (``aggregate:``).
+AGGREGATES: Final = ("mean", "sum", "max", "min", "count", "ratio")
 #: Fields the poller itself puts on every device point.
 RESERVED_DEVICE_FIELDS: Final = frozenset({"reachable", "poll_ms"})
 
@@ -79,6 +82,18 @@ class Column:
     scale: float | None = None
     rate: RateSpec | None = None
     role: str | None = None
+    #: Enum value → readable name (``values:``); the field or tag becomes a string.
+    #: For ``bits``: bit number → name, the set bits joined with commas.
+    values: Mapping[int, str] | None = None
+    #: Multiply by another (integer) field of the same row (hrStorageAllocationUnits).
+    multiply_by: str | None = None
+    #: ENTITY-SENSOR-MIB style scaling: fields of the row holding the SI prefix
+    #: (EntitySensorDataScale: 9 = units, 8 = milli, 10 = kilo …) and the precision
+    #: (number of decimals); the value becomes value * 10**(3*(prefix-9) - precision).
+    si_prefix: str | None = None
+    precision: str | None = None
+    #: False: read for filters, scaling or aggregation, but not written as a field.
+    keep: bool = True
 
     @property
     def target(self) -> str | None:
@@ -93,13 +108,24 @@ class Column:
         return COUNTER_BITS.get(self.type, 0)
 
 
-def field_kind(type_: str, scale: float | None) -> str:
-    """The Python type a field of this value type always gets: int, float or str."""
-    if type_ in STRING_TYPES:
+def field_kind(type_: str, scale: float | None, *, values: object = None,
+               scaled: bool = False) -> str:
+    """The Python type a field of this value type always gets: int, float or str.
+
+    ``values`` (an enum name map) makes it a string; ``scaled`` (multiply_by, si_prefix)
+    a float.
+    """
+    if type_ in STRING_TYPES or values:
         return "str"
-    if type_ in ("gauge", "timeticks") or scale is not None:
+    if type_ in ("gauge", "timeticks") or scale is not None or scaled:
         return "float"
     return "int"
+
+
+def column_kind(col: Column) -> str:
+    """:func:`field_kind` of a column."""
+    return field_kind(col.type, col.scale, values=col.values,
+                      scaled=bool(col.multiply_by or col.si_prefix or col.precision))
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,14 +144,40 @@ class IndexPart:
     name: str
     type: str
     tag: str | None = None
+    #: The part's text also becomes this (string) field: an address in the index.
+    field: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Lookup:
-    """A tag read from another column, keyed by one part of this table's index."""
+    """A tag read from another column, keyed by parts of this table's index (their
+    sub-identifiers joined in the order given)."""
 
-    index: str
+    index: tuple[str, ...]
     column: Column
+
+
+@dataclass(frozen=True, slots=True)
+class RowFilter:
+    """Keep a row only if the text of ``target`` (a tag or field name) full-matches one
+    of ``include`` (when given) and none of ``exclude``. A row without the value counts
+    as not matching."""
+
+    target: str
+    include: tuple[re.Pattern[str], ...] = ()
+    exclude: tuple[re.Pattern[str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Aggregate:
+    """One field of a table folded into one point: ``fn`` over ``source`` of every row
+    (``ratio``: ``source`` / ``other`` of the folded values, times ``scale``)."""
+
+    field: str
+    fn: str
+    source: str
+    other: str | None = None
+    scale: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +199,14 @@ class Table:
     columns: tuple[Column, ...]
     lookups: tuple[Lookup, ...] = ()
     link_speed: LinkSpeed | None = None
+    #: A second index layout tried when a row does not fit ``index`` (agents that
+    #: leave out index parts, e.g. RouterOS's one-part lldpRemTable index).
+    alt_index: tuple[IndexPart, ...] | None = None
+    filters: tuple[RowFilter, ...] = ()
+    #: At most this many rows (after filters) become points; the rest are counted.
+    max_rows: int | None = None
+    #: When given, the rows become one point with these fields and no row tags.
+    aggregate: tuple[Aggregate, ...] = ()
     #: Columns read on every poll: the first source of each field/tag, and roles.
     primary: tuple[Column, ...] = derived(init=False)
     #: Columns read only for rows whose earlier source had no value.
@@ -288,8 +348,24 @@ class _Reader:
         scale = r.value("scale", float, None, _check_positive)
         rate_opt = r.value("rate", (bool, str), False)
         rate_scale = r.value("rate_scale", float, None, _check_positive)
+        values = self._values(r, path)
+        multiply_by = r.value("multiply_by", str, None, _check_key)
+        si_prefix = r.value("si_prefix", str, None, _check_key)
+        precision = r.value("precision", str, None, _check_key)
+        keep = r.value("keep", bool, True)
         r.finish()
-        ok = type_ is not None
+        ok = type_ is not None and values is not False
+        if (multiply_by or si_prefix or precision or not keep) and not (table and field):
+            self.issues.add(vnode, path, "multiply_by, si_prefix, precision and keep are "
+                                         "for table fields")
+            ok = False
+        if values and type_ not in ("enum", "integer", "bits"):
+            self.issues.add(r.node_of("values"), f"{path}.values",
+                            "only enum, integer and bits columns have values")
+            ok = False
+        if type_ == "bits" and not values:
+            self.issues.add(vnode, path, "a bits column needs values (bit number: name)")
+            ok = False
         if field and tag:
             self.issues.add(vnode, path, "give field or tag, not both")
             ok = False
@@ -327,10 +403,30 @@ class _Reader:
         elif rate_scale is not None:
             self.issues.add(r.node_of("rate_scale"), f"{path}.rate_scale", "needs rate")
             ok = False
-        if not ok or type_ is None:
+        if not ok or type_ is None or isinstance(values, bool):
             return None
         return Column(oid=oid, mib_name=mib_name, type=type_, field=field, tag=tag,
-                      scale=scale, rate=rate, role=role)
+                      scale=scale, rate=rate, role=role, values=values,
+                      multiply_by=multiply_by, si_prefix=si_prefix, precision=precision,
+                      keep=keep)
+
+    def _values(self, r: MappingReader, path: str) -> dict[int, str] | bool | None:
+        """``values: {1: up, 2: down}``: None when absent, False when broken."""
+        node = r.node_of("values")
+        if node is None:
+            return None
+        if not isinstance(node, MappingNode) or not node.value:
+            self.issues.add(node, f"{path}.values", "must be a mapping of number: name")
+            return False
+        out: dict[int, str] = {}
+        for knode, vnode in node.value:
+            key, name = str(knode.value), str(vnode.value)
+            if not key.lstrip("-").isdigit() or not _NAME_RE.match(name.replace("-", "_")):
+                self.issues.add(knode, f"{path}.values[{key}]",
+                                "keys must be numbers and names lower_case words")
+                return False
+            out[int(key)] = name
+        return out
 
     def _check_tag(self, node: Node | None, path: str, tag: str, measurement: str | None) -> bool:
         if measurement is None:
@@ -368,7 +464,7 @@ class _Reader:
                 continue
             prev = first.setdefault(col.field, col)
             where = f"{path}[{knode.value}]"
-            if field_kind(prev.type, prev.scale) != field_kind(col.type, col.scale):
+            if column_kind(prev) != column_kind(col):
                 self.issues.add(knode, where, f"{col.mib_name} gives field {col.field!r} "
                                               f"another type than {prev.mib_name}")
                 ok = False
@@ -377,6 +473,12 @@ class _Reader:
                 self.issues.add(knode, where, f"{col.mib_name} and {prev.mib_name} feed "
                                               f"{col.field!r} with different rates")
                 ok = False
+        for col, knode in columns:
+            for ref in (col.multiply_by, col.si_prefix, col.precision):
+                if ref is not None and ref not in first:
+                    self.issues.add(knode, f"{path}[{knode.value}]",
+                                    f"{col.mib_name} refers to no field {ref!r} of this table")
+                    ok = False
         rates = {c.rate.rate for c, _ in columns if c.rate}
         clash = rates & set(first)
         if clash:
@@ -405,27 +507,100 @@ class _Reader:
         measurement = self._measurement(r)
         index = self._index(r, measurement)
         columns = self._columns(r, "columns", measurement, table=True)
-        lookups = self._lookups(r, measurement, index)
+        alt_index = self._index(r, measurement, "alt_index") if r.has("alt_index") else None
+        parts = list(index or ()) + list(alt_index or ())
+        lookups = self._lookups(r, measurement, parts)
         speed_ok, speed = self._link_speed(r.mapping("link_speed"), columns or [])
+        max_rows = r.value("max_rows", int, None, _check_positive)
+        filters = self._filters(r, columns or [], parts)
+        aggregate = self._aggregate(r.mapping("aggregate"), columns or [])
         r.finish()
         if measurement is None or index is None or columns is None or lookups is None:
             return None
-        if not speed_ok:
+        if not speed_ok or filters is None or aggregate is None:
+            return None
+        if r.has("alt_index") and alt_index is None:
+            return None
+        if aggregate and any(c.rate for c in columns):
+            self.issues.add(r.node_of("aggregate"), r.sub("aggregate"),
+                            "a table with rates cannot be aggregated")
             return None
         return Table(name=name, measurement=measurement, index=index, columns=tuple(columns),
-                     lookups=lookups, link_speed=speed)
+                     lookups=lookups, link_speed=speed, alt_index=alt_index,
+                     filters=filters, max_rows=max_rows, aggregate=aggregate)
 
-    def _index(self, r: MappingReader, measurement: str | None) -> tuple[IndexPart, ...] | None:
-        nodes = r.sequence("index")
+    def _filters(self, r: MappingReader, columns: Sequence[Column],
+                 parts: Sequence[IndexPart]) -> tuple[RowFilter, ...] | None:
+        """``filters: [{target: if_type, exclude: ["24"]}, …]``: regexes, full match."""
+        known = {c.field for c in columns if c.field} | {c.tag for c in columns if c.tag}
+        known |= {p.tag for p in parts if p.tag} | {p.field for p in parts if p.field}
+        out: list[RowFilter] = []
+        ok = True
+        for i, node in enumerate(r.sequence("filters")):
+            fr = MappingReader(node, f"{r.sub('filters')}[{i}]", self.issues)
+            target = fr.value("target", str)
+            pats: dict[str, list[re.Pattern[str]]] = {}
+            for key in ("include", "exclude"):
+                pats[key] = []
+                for text in fr.string_list(key):
+                    try:
+                        pats[key].append(re.compile(text))
+                    except re.error as exc:
+                        self.issues.add(fr.node_of(key), fr.sub(key), f"bad regex: {exc}")
+                        ok = False
+            fr.finish()
+            if target not in known:
+                self.issues.add(node, fr.sub("target"), f"no tag or field {target!r} in this "
+                                                        "table (lookup tags cannot be filtered)")
+                ok = False
+            elif not pats["include"] and not pats["exclude"]:
+                self.issues.add(node, fr.path, "needs include or exclude")
+                ok = False
+            else:
+                out.append(RowFilter(target, tuple(pats["include"]), tuple(pats["exclude"])))
+        return tuple(out) if ok else None
+
+    def _aggregate(self, r: MappingReader,
+                   columns: Sequence[Column]) -> tuple[Aggregate, ...] | None:
+        """``aggregate: {cpu_load_pct: {fn: mean, source: load}, …}``."""
+        if r.node is None:
+            return ()
+        fields = {c.field for c in columns if c.field}
+        out: list[Aggregate] = []
+        ok = True
+        for name in list(r.keys()):
+            ar = r.mapping(name)
+            fn = ar.value("fn", str, check=one_of(*AGGREGATES))
+            source = ar.value("source", str)
+            other = ar.value("other", str, None)
+            scale = ar.value("scale", float, 1.0, _check_positive)
+            ar.finish()
+            earlier = {a.field for a in out}
+            pool = earlier if fn == "ratio" else fields
+            missing = [x for x in (source, other) if x is not None and x not in pool]
+            if _check_key(name) or fn is None or missing or (fn == "ratio") != (other is not None):
+                self.issues.add(ar.node, ar.path, _check_key(name) or (
+                    f"no field {missing[0]!r} to fold" + (" (ratio takes earlier aggregates)"
+                                                          if fn == "ratio" else "")
+                    if missing else "ratio needs other:, other functions none"))
+                ok = False
+                continue
+            out.append(Aggregate(field=name, fn=fn, source=source, other=other, scale=scale))
+        return tuple(out) if ok else None
+
+    def _index(self, r: MappingReader, measurement: str | None,
+               key: str = "index") -> tuple[IndexPart, ...] | None:
+        nodes = r.sequence(key)
         if not nodes:
-            self.issues.add(r.node, r.sub("index"), "is required (a list of index parts)")
+            self.issues.add(r.node, r.sub(key), "is required (a list of index parts)")
             return None
         parts: list[IndexPart] = []
         for i, node in enumerate(nodes):
-            pr = MappingReader(node, f"{r.sub('index')}[{i}]", self.issues)
+            pr = MappingReader(node, f"{r.sub(key)}[{i}]", self.issues)
             type_ = pr.value("type", str, check=one_of(*INDEX_TYPES))
             tag = pr.value("tag", str, None)
-            pname = pr.value("name", str, tag or f"part{i}", _check_key)
+            field = pr.value("field", str, None, _check_key)
+            pname = pr.value("name", str, tag or field or f"part{i}", _check_key)
             pr.finish()
             if type_ is None or (tag and not self._check_tag(pr.node_of("tag"), pr.sub("tag"),
                                                              tag, measurement)):
@@ -436,7 +611,7 @@ class _Reader:
             if any(p.name == pname for p in parts):
                 self.issues.add(node, pr.sub("name"), f"duplicate index part {pname!r}")
                 return None
-            parts.append(IndexPart(name=pname, type=type_, tag=tag))
+            parts.append(IndexPart(name=pname, type=type_, tag=tag, field=field))
         return tuple(parts)
 
     def _lookups(self, r: MappingReader, measurement: str | None,
@@ -446,7 +621,7 @@ class _Reader:
         for i, node in enumerate(r.sequence("lookups")):
             path = f"{r.sub('lookups')}[{i}]"
             lr = MappingReader(node, path, self.issues)
-            part = lr.value("index", str)
+            index_parts = lr.string_list("index")
             oid_text = lr.value("oid", (str, float))
             oid_node = lr.node_of("oid")
             mib_name = self._comment(oid_node) if oid_node is not None else None
@@ -462,15 +637,17 @@ class _Reader:
             if mib_name is None:
                 self.issues.add(lr.node_of("oid"), f"{path}.oid", "needs a `# name` comment")
                 ok = False
-            if index is not None and part not in {p.name for p in index}:
-                self.issues.add(lr.node_of("index"), f"{path}.index", f"no index part {part!r}")
+            unknown = [p for p in index_parts if p not in {x.name for x in index or ()}]
+            if index is not None and (unknown or not index_parts):
+                self.issues.add(lr.node_of("index") or node, f"{path}.index",
+                                f"no index part {unknown[0]!r}" if unknown else "is required")
                 ok = False
             if tag is None or type_ is None or not self._check_tag(
                     lr.node_of("tag"), f"{path}.tag", tag, measurement):
                 ok = False
                 continue
-            if ok and part and mib_name:
-                out.append(Lookup(index=part, column=Column(oid=oid, mib_name=mib_name,
+            if ok and index_parts and mib_name:
+                out.append(Lookup(index=index_parts, column=Column(oid=oid, mib_name=mib_name,
                                                             type=type_, tag=tag)))
         return tuple(out) if ok else None
 
