@@ -351,5 +351,12 @@ def aggregate_rows(aggregates: Sequence[Aggregate], rows: Sequence[Row]) -> dict
         if agg.fn == "count":
             out[agg.field] = len(values)
         elif values:
-            out[agg.field] = float(_FOLD[agg.fn](values)) * agg.scale
+            folded = _FOLD[agg.fn](values)
+            # Sums, minima and maxima of integer columns stay integers (client counts);
+            # a field's type must not depend on the values of one poll, and it does not:
+            # a column's values are all ints or all floats.
+            if agg.fn == "mean" or agg.scale != 1.0 or isinstance(folded, float):
+                out[agg.field] = float(folded) * agg.scale
+            else:
+                out[agg.field] = folded
     return out

@@ -196,9 +196,15 @@ class _Poll:
                     answered=True))
                 rows = rows[: table.max_rows]
             if table.aggregate:
-                folded = aggregate_rows(table.aggregate, rows)
-                if folded:
-                    self.out.append(self._point(table.measurement, {}, folded, time_ns))
+                groups: dict[tuple[str | None, ...], list[Row]] = {}
+                for row in rows:
+                    groups.setdefault(tuple(row.tags.get(t) for t in table.group_by),
+                                      []).append(row)
+                for key, members in groups.items():
+                    folded = aggregate_rows(table.aggregate, members)
+                    tags = {t: v for t, v in zip(table.group_by, key, strict=True) if v}
+                    if folded:
+                        self.out.append(self._point(table.measurement, tags, folded, time_ns))
                 continue
             results = src._tracker.table(table.name, {r.key: r.sample for r in rows},
                                          src._specs[table.name])

@@ -67,6 +67,7 @@ AGGREGATES: Final = ("mean", "sum", "max", "min", "count", "ratio")
 RESERVED_DEVICE_FIELDS: Final = frozenset({"reachable", "poll_ms"})
 
 _NAME_RE: Final = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_VALUE_NAME_RE: Final = re.compile(r"^[a-z0-9][a-z0-9_.]{0,62}$")
 _COMMENT_RE: Final = re.compile(r"#\s*([A-Za-z][A-Za-z0-9_.-]*)")
 
 
@@ -205,8 +206,11 @@ class Table:
     filters: tuple[RowFilter, ...] = ()
     #: At most this many rows (after filters) become points; the rest are counted.
     max_rows: int | None = None
-    #: When given, the rows become one point with these fields and no row tags.
+    #: When given, the rows become one point with these fields and no row tags, or
+    #: one point per distinct value of the ``group_by`` tags (clients per AP summed
+    #: over its radios), carrying those tags.
     aggregate: tuple[Aggregate, ...] = ()
+    group_by: tuple[str, ...] = ()
     #: Columns read on every poll: the first source of each field/tag, and roles.
     primary: tuple[Column, ...] = derived(init=False)
     #: Columns read only for rows whose earlier source had no value.
@@ -421,7 +425,7 @@ class _Reader:
         out: dict[int, str] = {}
         for knode, vnode in node.value:
             key, name = str(knode.value), str(vnode.value)
-            if not key.lstrip("-").isdigit() or not _NAME_RE.match(name.replace("-", "_")):
+            if not key.lstrip("-").isdigit() or not _VALUE_NAME_RE.match(name):
                 self.issues.add(knode, f"{path}.values[{key}]",
                                 "keys must be numbers and names lower_case words")
                 return False
@@ -514,7 +518,14 @@ class _Reader:
         max_rows = r.value("max_rows", int, None, _check_positive)
         filters = self._filters(r, columns or [], parts)
         aggregate = self._aggregate(r.mapping("aggregate"), columns or [])
+        group_by = r.string_list("group_by")
         r.finish()
+        tags = {c.tag for c in columns or [] if c.tag} | {p.tag for p in parts if p.tag} | {
+            lk.column.tag for lk in lookups or ()}
+        if group_by and (not aggregate or not set(group_by) <= tags):
+            self.issues.add(r.node_of("group_by"), r.sub("group_by"),
+                            "needs aggregate: and tags of this table")
+            return None
         if measurement is None or index is None or columns is None or lookups is None:
             return None
         if not speed_ok or filters is None or aggregate is None:
@@ -527,7 +538,8 @@ class _Reader:
             return None
         return Table(name=name, measurement=measurement, index=index, columns=tuple(columns),
                      lookups=lookups, link_speed=speed, alt_index=alt_index,
-                     filters=filters, max_rows=max_rows, aggregate=aggregate)
+                     filters=filters, max_rows=max_rows, aggregate=aggregate,
+                     group_by=group_by)
 
     def _filters(self, r: MappingReader, columns: Sequence[Column],
                  parts: Sequence[IndexPart]) -> tuple[RowFilter, ...] | None:
