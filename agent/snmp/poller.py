@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 from agent.snmp.client import Oid, PysnmpClient, SnmpClient, SnmpError, Target, Value
 from agent.snmp.convert import Row, aggregate_rows, build_rows, convert, missing_targets
+from agent.snmp.detect import Detection, Rules, load_rules, probe, uses_auto
 from agent.snmp.profile import PROFILE_DIR, Profile, ScalarGroup, Table, load_profiles, resolve
 from agent.snmp.rates import RateSpec, RateTracker
 from agent.snmp.walk import MAX_REPETITIONS, get_scalars, walk_columns
@@ -84,12 +85,18 @@ class SnmpDeviceSource:
         clock: Callable[[], float] = time.monotonic,
         limits: Limits = DEFAULT_LIMITS,
         max_repetitions: int = MAX_REPETITIONS,
+        auto: tuple[Rules, Mapping[str, Profile]] | None = None,
     ) -> None:
         self.name = f"snmp:{device.name}"
         self.device = device
-        self.scalars: tuple[ScalarGroup, ...] = tuple(g for p in profiles for g in p.scalars)
-        self.tables: tuple[Table, ...] = tuple(t for p in profiles for t in p.tables)
-        self._specs: dict[str, tuple[RateSpec, ...]] = {t.name: t.rate_specs for t in self.tables}
+        #: ``profile: auto``: the rules and every known profile; detection runs at the
+        #: first poll and again after the device rebooted.
+        self._auto = auto
+        self._explicit = tuple(profiles)
+        self.detection: Detection | None = None
+        self._detect_due = auto is not None
+        self._last_uptime: float | None = None
+        self._use(profiles)
         self._shared = shared
         self._client = shared.client
         self._limit = limit
@@ -104,6 +111,30 @@ class SnmpDeviceSource:
         self._down = False
         self._closed = False
         self.stats = PollStats()
+
+    def _use(self, profiles: Sequence[Profile]) -> None:
+        self.profiles = tuple(profiles)
+        self.scalars: tuple[ScalarGroup, ...] = tuple(g for p in profiles for g in p.scalars)
+        self.tables: tuple[Table, ...] = tuple(t for p in profiles for t in p.tables)
+        self._specs: dict[str, tuple[RateSpec, ...]] = {t.name: t.rate_specs for t in self.tables}
+
+    def detected(self, detection: Detection) -> None:
+        """Poll with what detection chose (plus the profiles the inventory names)."""
+        assert self._auto is not None
+        known = self._auto[1]
+        names = [n for n in detection.profiles if n in known]
+        names += [p.name for p in self._explicit if p.name not in names]
+        self.detection = detection
+        self._detect_due = False
+        self._use(resolve(names, known, where=f"{self.device.name}: detected profiles"))
+
+    def _after_poll(self, uptime: FieldValue | None) -> None:
+        """A device whose uptime went backwards rebooted: detect again next poll."""
+        if isinstance(uptime, int | float):
+            if self._auto is not None and self._last_uptime is not None and (
+                    uptime < self._last_uptime):
+                self._detect_due = True
+            self._last_uptime = float(uptime)
 
     def _target(self) -> Target:
         creds = self.device.snmp
@@ -123,6 +154,7 @@ class SnmpDeviceSource:
             await poll.run()
             poll_ms = (self._clock() - started) * 1000.0
         self._down = not poll.answered
+        self._after_poll(poll.device_fields.get("uptime_s"))
         self.stats.polls += 1
         self.stats.last_poll_ms = poll_ms
         return poll.points(poll_ms)
@@ -159,6 +191,13 @@ class _Poll:
     async def run(self) -> None:
         """Scalars, then tables; stop at the first request nobody answered."""
         src = self.src
+        if src._detect_due and src._auto is not None:
+            go_on, detection = await self._guarded("detect", probe(
+                src._client, self.target, src._auto[0]))
+            if not go_on:
+                return
+            if detection is not None:
+                src.detected(detection)
         uptime: int | None = None
         for group in src.scalars:
             go_on, values = await self._guarded(group.name, self._scalars(group))
@@ -294,13 +333,20 @@ def build_sources(
     names an unknown profile.
     """
     profiles = load_profiles(profile_dirs)
-    resolved = [
-        resolve(dev.profiles, profiles, where=f"devices[{i}].profile", file=site.source)
-        for i, dev in enumerate(site.devices)
-    ]
+    rules = load_rules() if any(uses_auto(d.profiles) for d in site.devices) else None
+    resolved = []
+    for i, dev in enumerate(site.devices):
+        # `auto` until detection: the rules' base profiles plus any others named.
+        names = [n for n in dev.profiles if n != "auto"]
+        if rules is not None and uses_auto(dev.profiles):
+            names = list(dict.fromkeys([*rules.base, *names]))
+        resolved.append(resolve(names, profiles, where=f"devices[{i}].profile",
+                                file=site.source))
     if not site.devices:
         return []
     shared = SharedClient(client if client is not None else PysnmpClient(), len(site.devices))
     limit = asyncio.Semaphore(max(1, site.agent.snmp_concurrency))
-    return [SnmpDeviceSource(dev, profs, shared, limit, clock=clock, limits=limits)
+    return [SnmpDeviceSource(dev, profs, shared, limit, clock=clock, limits=limits,
+                             auto=(rules, profiles) if rules and uses_auto(dev.profiles)
+                             else None)
             for dev, profs in zip(site.devices, resolved, strict=True)]
