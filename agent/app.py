@@ -50,7 +50,7 @@ WRITE_BATCH = 500
 
 
 def default_sources(site: Site) -> list[Source]:
-    """The site's SNMP pollers, from ``agent.snmp.build_sources`` once that exists."""
+    """The site's SNMP pollers (``agent.snmp.build_sources``) and uplink probes."""
     try:
         from agent.snmp import build_sources  # type: ignore[attr-defined, unused-ignore]
     except ImportError as exc:
@@ -60,7 +60,12 @@ def default_sources(site: Site) -> list[Source]:
             raise
         log.warning("agent.snmp.build_sources is not available: no SNMP sources")
         return []
-    return list(build_sources(site))
+    snmp = list(build_sources(site))
+    # The uplink probes (docs/probes.md); the uplink device's SNMP source comes back
+    # wrapped so its polls also yield the ``uplink`` utilization point.
+    from agent.probes import build_sources as probe_sources
+
+    return probe_sources(site, snmp)
 
 
 class Agent:
@@ -109,8 +114,12 @@ class Agent:
         self._write_error_points = 0
         self._started = clock.monotonic()
         health = AgentHealth(version, self._pipeline_state)
+        # A source may ask for its own interval and gather timeout (the uplink probes
+        # do: a throughput test is looked for every minute and may run for minutes).
         self.runners = [
-            RunningSource(s, self.intake, interval_s=site.agent.poll_interval_s, clock=clock)
+            RunningSource(s, self.intake,
+                          interval_s=getattr(s, "interval_s", None) or site.agent.poll_interval_s,
+                          timeout_s=getattr(s, "timeout_s", None), clock=clock)
             for s in [*sources, health]
         ]
 

@@ -8,10 +8,10 @@ Layout of ``site-configs/``::
         <site>.yaml        one school site: uplink, agent settings, devices
 
 Defaults from ``tenant.yaml`` (``defaults.agent``, ``defaults.snmp``,
-``defaults.thresholds``, ``defaults.ansible``) are deep-merged under each site's own
-settings; a device without ``snmp:`` takes the site's ``snmp:`` and then the tenant's. A
-tenant's ``alerting:`` (recipients, language, calendar, mail policy) is read by
-:mod:`schoolnet.alerting`. A site's ``ansible:`` (host, user, port) tells Ansible how to
+``defaults.thresholds``, ``defaults.ansible``, ``defaults.probes``) are deep-merged under
+each site's own settings; a device without ``snmp:`` takes the site's ``snmp:`` and then
+the tenant's. A tenant's ``alerting:`` (recipients, language, calendar, mail policy) is
+read by :mod:`schoolnet.alerting`. A site's ``ansible:`` (host, user, port) tells Ansible how to
 reach the site box (:mod:`schoolnet.ansible_inventory`).
 Every problem is reported as ``file:line: field: message``.
 """
@@ -43,6 +43,7 @@ from schoolnet.configfile import (
     one_of,
     positive,
 )
+from schoolnet.probeconfig import ProbeSettings, read_probes
 from schoolnet.wire import DEVICE_RE, ID_RE
 
 ROLES = ("router", "firewall", "switch", "ap", "controller")
@@ -176,6 +177,11 @@ class Site:
     source: str = ""
     #: Outage thresholds: built-in defaults < tenant ``defaults.thresholds`` < site.
     thresholds: Thresholds = field(default_factory=Thresholds)
+    #: Uplink probes (``probes:``, tenant ``defaults.probes`` merged); None: no probes.
+    probes: ProbeSettings | None = None
+    #: The tenant's calendar and mail settings (the agent schedules throughput tests
+    #: outside its lesson hours).
+    alerting: TenantAlerting = field(default_factory=default_alerting)
     #: How Ansible reaches the site box (tenant ``defaults.ansible`` < site ``ansible:``).
     ansible: AnsibleSettings = field(default_factory=AnsibleSettings)
 
@@ -341,7 +347,7 @@ def _read_tenant(path: Path, issues: IssueList) -> tuple[Tenant | None, Node | N
     name = r.value("name", str)
     defaults = r.mapping("defaults")
     dnode = defaults.node
-    for key in ("agent", "snmp", "thresholds", "ansible"):
+    for key in ("agent", "snmp", "thresholds", "ansible", "probes"):
         defaults.node_of(key)
     defaults.finish()
     alerting = read_tenant_alerting(r.mapping("alerting"), path.parent)
@@ -354,7 +360,7 @@ def _read_tenant(path: Path, issues: IssueList) -> tuple[Tenant | None, Node | N
 
 
 def _read_site(path: Path, tenant_id: str, tenant_defaults: Node | None,
-               issues: IssueList) -> Site | None:
+               issues: IssueList, alerting: TenantAlerting | None = None) -> Site | None:
     node = compose_file(path, issues)
     if node is None:
         return None
@@ -374,6 +380,10 @@ def _read_site(path: Path, tenant_id: str, tenant_defaults: Node | None,
     uplink = _read_uplink(r.mapping("uplink"))
     thresholds_node = merge_nodes(td.node_of("thresholds"), r.node_of("thresholds"))
     thresholds = read_thresholds(MappingReader(thresholds_node, "thresholds", issues))
+    probes_node = merge_nodes(td.node_of("probes"), r.node_of("probes"))
+    probes = read_probes(MappingReader(probes_node, "probes", issues), alerting=alerting,
+                         has_contract=uplink is not None and uplink.down_mbit is not None,
+                         poll_interval_s=agent.poll_interval_s)
     ansible_node = merge_nodes(td.node_of("ansible"), r.node_of("ansible"))
     ansible = _read_ansible(MappingReader(ansible_node, "ansible", issues))
     snmp_default = r.node_of("snmp") or td.node_of("snmp")
@@ -401,7 +411,8 @@ def _read_site(path: Path, tenant_id: str, tenant_defaults: Node | None,
         return None
     return Site(id=sid, name=name, tenant=tenant_id, uplink=uplink, agent=agent,
                 devices=tuple(d for _, _, d in devices), source=str(path),
-                thresholds=thresholds, ansible=ansible)
+                thresholds=thresholds, ansible=ansible, probes=probes,
+                alerting=alerting if alerting is not None else default_alerting())
 
 
 def _raw_name(node: Node) -> str | None:
@@ -419,11 +430,13 @@ def load_site(path: str | Path, *, resolve_secrets: bool = True) -> Site:
     issues = IssueList(resolve_secrets=resolve_secrets)
     tenant_file = path.parent / TENANT_FILE
     defaults = None
+    tenant: Tenant | None = None
     if tenant_file.exists():
-        defaults = _read_tenant(tenant_file, issues)[1]
+        tenant, defaults = _read_tenant(tenant_file, issues)
     else:
         issues.add(None, "", f"no {TENANT_FILE} beside the site file", file=str(path))
-    site = _read_site(path, path.parent.name, defaults, issues)
+    site = _read_site(path, path.parent.name, defaults, issues,
+                      tenant.alerting if tenant is not None else None)
     issues.raise_if_any()
     assert site is not None
     return site
@@ -452,7 +465,8 @@ def load_inventory(root: str | Path, *, resolve_secrets: bool = True) -> Invento
         for sfile in sorted(tdir.glob("*.yaml")):
             if sfile.name == TENANT_FILE:
                 continue
-            site = _read_site(sfile, tdir.name, defaults, issues)
+            site = _read_site(sfile, tdir.name, defaults, issues,
+                              tenant.alerting if tenant is not None else None)
             if site is not None:
                 sites[(tdir.name, site.id)] = site
     issues.raise_if_any()
