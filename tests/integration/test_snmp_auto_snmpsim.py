@@ -20,6 +20,7 @@ from agent.snmp import SnmpDeviceSource, build_sources
 from schoolnet.configfile import Secret
 from schoolnet.inventory import AgentSettings, Device, Site, SnmpCredentials
 from schoolnet.sim.servers import Snmpsim, free_port
+from schoolnet.wire import Point
 from tests.conftest import loopback_address, shared_dump
 
 pytestmark = pytest.mark.integration
@@ -47,7 +48,7 @@ def test_auto_picks_vendor_profiles_per_device(sim: tuple[str, int]) -> None:
     site = Site(id="gy-auto", name="Auto", tenant="t", uplink=None,
                 agent=AgentSettings(), devices=(device("instant"), device("routeros")))
 
-    async def main() -> list[list[object]]:
+    async def main() -> list[list[Point]]:
         srcs = [s for s in build_sources(site) if isinstance(s, SnmpDeviceSource)]
         try:
             return [await s.collect(time.time_ns()) for s in srcs]
@@ -56,13 +57,13 @@ def test_auto_picks_vendor_profiles_per_device(sim: tuple[str, int]) -> None:
                 await s.close()
 
     instant, routeros = asyncio.run(main())
-    kinds_i = {getattr(p, "measurement") for p in instant}
-    kinds_r = {getattr(p, "measurement") for p in routeros}
+    kinds_i = {p.measurement for p in instant}
+    kinds_r = {p.measurement for p in routeros}
     assert {"device", "interface", "ap", "ap_radio", "ssid"} <= kinds_i
     assert {"device", "interface", "health", "lldp", "ap_radio", "ssid"} <= kinds_r
     assert "snmp_error" not in kinds_i | kinds_r
-    aps = [p for p in instant if getattr(p, "measurement") == "ap"]
-    assert {getattr(p, "tags")["ap"] for p in aps} == {"instant-ap-src-1"}
+    aps = [p for p in instant if p.measurement == "ap"]
+    assert {p.tags["ap"] for p in aps} == {"instant-ap-src-1"}
 
 
 def test_discover_prints_profiles_and_a_device_entry(sim: tuple[str, int]) -> None:
