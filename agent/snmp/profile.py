@@ -34,6 +34,14 @@ and what a field gets: counter32/counter64/integer/enum → int (float with ``sc
 gauge → float, timeticks → float seconds, string/hexstring/oid/ipaddress → str.
 Unknown keys, bad OIDs, tags the measurement does not allow (``MEASUREMENT_TAGS``) and
 the like are errors naming file:line:key.
+
+Beyond that (see agent/profiles/*.yaml for each in use): a column's ``values: {1: up}``
+writes enum names (``bits``: the set bits' names), ``multiply_by`` / ``si_prefix`` /
+``precision`` scale by other fields of the row, ``keep: false`` reads a helper field
+without writing it; value types ``mac`` and ``octets`` decode MACs and LLDP ids. A
+table may have ``alt_index`` (a second index layout), ``filters`` (include/exclude
+regexes on a tag or field), ``max_rows``, and ``aggregate`` (+ ``group_by``) to fold
+its rows into one point (per group). Lookups may key on several index parts.
 """
 
 from __future__ import annotations
