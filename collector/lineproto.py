@@ -25,11 +25,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from itertools import chain
 from math import isfinite
 from operator import itemgetter
 from typing import Any, Final
 
-from schoolnet.wire import FieldValue, Point
+from schoolnet.wire import FieldValue, Point, PointGroup
 
 INT64_MIN: Final = -(2**63)
 INT64_MAX: Final = 2**63 - 1
@@ -263,3 +264,121 @@ def _slow_head(measurement: str, tags: Mapping[str, str]) -> str:
     parts = [escape_measurement(measurement)]
     parts += [f"{escape_key(k)}={escape_key(tags[k])}" for k in sorted(tags) if tags[k]]
     return ",".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class _RowFormat:
+    """How to format the rows of one v2 group layout (keys and value types)."""
+
+    fmt: str  # the whole line but the timestamp; values as % placeholders
+    pick: Callable[[Any], tuple[Any, ...]] | None  # args from a row; None: tuple(row)
+    ntags: int  # the first ntags args are tag values
+    strs: tuple[int, ...]  # args that are string field values
+    bools: tuple[int, ...]  # args that are booleans
+
+
+class GroupEncoder:
+    """Lines straight from the rows of checked v2 groups (:class:`schoolnet.wire.PointGroup`).
+
+    The same lines as :func:`encode_line` of each point with the extra tags merged in
+    (extra tags win), without building them point by point: per group layout (shared
+    tags, extra tags, columns, value types) one format string with every key escaped,
+    so a row is one ``%`` formatting; a group whose rows share one layout and hold no
+    special characters is formatted in one pass. Rows with characters to escape take
+    :func:`encode_line`. Only for groups :func:`schoolnet.wire.decode_batch_groups`
+    returned: values are not checked again (finite floats, 64-bit integers).
+    """
+
+    def __init__(self, max_layouts: int = 4096) -> None:
+        self._formats: dict[tuple[Any, ...], _RowFormat] = {}
+        self._max_layouts = max_layouts
+
+    def encode(self, group: PointGroup, extra_tags: Mapping[str, str]) -> list[str]:
+        """The lines of ``group``'s points with ``extra_tags``; may raise LineProtocolError."""
+        rows, all_types = group.rows, group.types
+        ts = f" {group.time_ns}"
+        first = all_types[0]
+        if all_types.count(first) == len(all_types):
+            rf = self._format(group, extra_tags, first)
+            if not rf.bools:
+                args = list(map(tuple, rows)) if rf.pick is None else list(map(rf.pick, rows))
+                if not self._special(rf, args):
+                    return list(map((rf.fmt + ts).__mod__, args))
+        out = []
+        for j, (row, types) in enumerate(zip(rows, all_types, strict=True)):
+            rf = self._format(group, extra_tags, types)
+            vals = tuple(row) if rf.pick is None else rf.pick(row)
+            if self._special(rf, [vals]):
+                p = group.points[j]
+                out.append(encode_line(p.measurement, {**p.tags, **extra_tags}, p.fields,
+                                       p.time_ns))
+                continue
+            if rf.bools:
+                as_list = list(vals)
+                for i in rf.bools:
+                    as_list[i] = "true" if as_list[i] else "false"
+                vals = tuple(as_list)
+            out.append(rf.fmt % vals + ts)
+        return out
+
+    @staticmethod
+    def _special(rf: _RowFormat, args: list[tuple[Any, ...]]) -> bool:
+        """Whether any tag value or string field of ``args`` needs escaping (or is empty)."""
+        if rf.ntags:
+            tags = list(chain.from_iterable(map(itemgetter(slice(0, rf.ntags)), args)))
+            if "" in tags or _TAG_SPECIAL("\x00".join(tags)):
+                return True
+        return any(_STRING_SPECIAL("\x00".join(map(itemgetter(i), args))) for i in rf.strs)
+
+    def _format(self, group: PointGroup, extra: Mapping[str, str],
+                types: tuple[type, ...]) -> _RowFormat:
+        key = (group.measurement, tuple(group.tags.items()), group.tag_columns,
+               group.field_columns, tuple(extra.items()), types)
+        rf = self._formats.get(key)
+        if rf is None:
+            rf = self._make_format(group, extra, types)
+            if len(self._formats) >= self._max_layouts:
+                self._formats.clear()
+            self._formats[key] = rf
+        return rf
+
+    @staticmethod
+    def _make_format(group: PointGroup, extra: Mapping[str, str],
+                     types: tuple[type, ...]) -> _RowFormat:
+        nt = len(group.tag_columns)
+        fixed = {**group.tags, **extra}
+        columns = {k: i for i, k in enumerate(group.tag_columns)
+                   if types[i] is str and k not in extra}
+        head = [_pct(escape_measurement(group.measurement))]
+        indices: list[int] = []
+        for k in sorted({*fixed, *columns}):
+            if k in columns:
+                head.append(f"{_pct(escape_key(k))}=%s")
+                indices.append(columns[k])
+            elif fixed[k]:
+                head.append(_pct(f"{escape_key(k)}={escape_key(fixed[k])}"))
+        ntags = len(indices)
+        body, strs, bools = [], [], []
+        for i, k in enumerate(group.field_columns, start=nt):
+            t = types[i]
+            key = _pct(escape_key(k))
+            if t is type(None):
+                continue
+            if t is bool:
+                body.append(f"{key}=%s")
+                bools.append(len(indices))
+            elif t is int:
+                body.append(f"{key}=%di")
+            elif t is float:
+                body.append(f"{key}=%r")
+            elif t is str:
+                body.append(f'{key}="%s"')
+                strs.append(len(indices))
+            else:
+                raise LineProtocolError(f"unsupported field type {t.__name__}")
+            indices.append(i)
+        if not body:
+            raise LineProtocolError("a point needs at least one field")
+        pick = None if indices == list(range(len(types))) else _getter(indices)
+        return _RowFormat(",".join(head) + " " + ",".join(body), pick, ntags, tuple(strs),
+                          tuple(bools))

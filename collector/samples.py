@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from schoolnet.wire import Batch, Point, encode_batch
+from schoolnet.wire import BATCH_VERSION, Batch, Point, encode_batch
 
 
 def switch_points(
@@ -54,7 +54,9 @@ def switch_points(
     return points
 
 
-def switch_payload(site: str, seq: int, *, epoch: str = "e1", **kwargs: object) -> bytes:
-    """An encoded ``metrics`` payload with one switch poll (see :func:`switch_points`)."""
+def switch_payload(site: str, seq: int, *, epoch: str = "e1", v: int = BATCH_VERSION,
+                   **kwargs: object) -> bytes:
+    """An encoded ``metrics`` payload with one switch poll (see :func:`switch_points`),
+    in the form the agent sends (``v=1``: the old one-object-per-point form)."""
     points = switch_points(**kwargs)  # type: ignore[arg-type]
-    return encode_batch(Batch(site=site, seq=seq, points=tuple(points), epoch=epoch))
+    return encode_batch(Batch(site=site, seq=seq, points=tuple(points), epoch=epoch, v=v))

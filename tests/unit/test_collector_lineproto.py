@@ -8,6 +8,7 @@ import string
 import pytest
 
 from collector.lineproto import (
+    GroupEncoder,
     LineEncoder,
     LineProtocolError,
     encode_line,
@@ -16,7 +17,16 @@ from collector.lineproto import (
     format_field_value,
 )
 from collector.samples import switch_points
-from schoolnet.wire import FieldValue, Point
+from schoolnet.wire import (
+    Batch,
+    FieldValue,
+    Limits,
+    Point,
+    PointGroup,
+    decode_batch_groups,
+    encode_batch,
+    group_points,
+)
 
 T = 1_763_712_000_000_000_000
 
@@ -136,3 +146,47 @@ def test_a_switch_poll_encodes_every_port() -> None:
     assert lines[1].startswith("interface,device=core-sw,ifindex=10101,ifname=Gi0/1,role=switch,"
                                "site=s,tenant=t,vendor=cisco in_octets=")
     assert lines[1].endswith(f'alias="Room 1" {T}')
+
+
+def _group(points: list[Point]) -> PointGroup:
+    """A PointGroup as decode_batch_groups makes it (without the wire's checks)."""
+    (g,) = group_points(points, Limits(max_tags=1000, max_fields=1000))
+    rows, fcols = tuple(g["rows"]), tuple(g["field_columns"])
+    decoded = tuple(Point(p.measurement, p.tags, {k: p.fields[k] for k in fcols if k in p.fields},
+                          p.time_ns) for p in points)  # fields in column order, as decoded
+    return PointGroup(g["measurement"], g["time_ns"], g["tags"], tuple(g["tag_columns"]),
+                      fcols, rows, tuple(tuple(map(type, r)) for r in rows), decoded)
+
+
+def test_group_encoder_equals_the_reference_on_random_hostile_groups() -> None:
+    rng = random.Random(11)
+    enc = GroupEncoder(max_layouts=8)  # small: the eviction path is exercised too
+    tag_keys = [_random_text(rng) for _ in range(5)] + ["site", "role"]
+    field_keys = [_random_text(rng) for _ in range(5)]
+    for _ in range(1500):
+        measurement = _random_text(rng)
+        points = []
+        for _ in range(rng.randint(1, 5)):
+            tags = {k: rng.choice([_random_text(rng), "a", "", "Gi0/1"])
+                    for k in rng.sample(tag_keys, rng.randint(0, 4))}
+            keys = sorted(rng.sample(range(len(field_keys)), rng.randint(1, 4)))
+            fields: dict[str, FieldValue] = {field_keys[k]: rng.choice([
+                rng.randint(-(2**63), 2**63 - 1), rng.uniform(-1e20, 1e20), 7,
+                rng.choice([True, False]), _random_text(rng), "", "plain"]) for k in keys}
+            points.append(Point(measurement, tags, fields, T))
+        extra = rng.choice([{"tenant": "t", "site": _random_text(rng)},
+                            {"tenant": "t", "site": "s", "role": "switch", "vendor": ""}])
+        group = _group(points)
+        assert enc.encode(group, extra) == [
+            encode_line(p.measurement, {**p.tags, **extra}, p.fields, p.time_ns)
+            for p in group.points]
+
+
+def test_group_encoder_writes_a_switch_poll_like_the_point_encoder() -> None:
+    points = switch_points(ports=48, time_ns=T)
+    extra = {"tenant": "t", "site": "s", "role": "switch", "vendor": "hp"}
+    data = encode_batch(Batch("s", 1, tuple(points)))
+    _, groups = decode_batch_groups(data, now_ns=T)
+    lines = [line for g in groups for line in GroupEncoder().encode(g, extra)]
+    assert lines == LineEncoder().encode_all(points, extra)
+    assert len(lines) == 49 and "\n" not in "".join(lines)

@@ -10,10 +10,19 @@ from typing import Any
 import pytest
 
 from collector.metrics import CollectorMetrics
-from collector.samples import switch_payload
+from collector.samples import switch_payload, switch_points
 from collector.validate import RateLimitedLog, Validator
 from schoolnet.inventory import load_inventory
-from schoolnet.wire import Limits, Status, encode_status
+from schoolnet.wire import (
+    BATCH_V1,
+    BATCH_V2,
+    Batch,
+    Limits,
+    Point,
+    Status,
+    encode_batch,
+    encode_status,
+)
 from tests.collector_support import write_inventory
 
 NOW = 1_763_712_000_000_000_000
@@ -50,7 +59,7 @@ def point_payload(tags: dict[str, str], measurement: str = "device") -> bytes:
     (TOPIC, b"{not json", "not_json"),
     (TOPIC, b"[1, 2]", "bad_type"),
     (TOPIC, payload(seq="7"), "bad_type"),
-    (TOPIC, payload(v=2), "bad_version"),
+    (TOPIC, payload(v=3), "bad_version"),
     (TOPIC, b" " * (64 * 1024 + 1), "too_large"),
     (TOPIC, payload(site="gs"), "site_mismatch"),
     (TOPIC, point_payload({"device": "ghost"}), "unknown_device"),
@@ -130,3 +139,36 @@ def test_drops_are_logged_at_most_once_per_reason_per_interval(
         assert rl.warning("not_json", "third")
     assert [r.getMessage() for r in caplog.records] == [
         "first", "other reason", "third (and 1 more since the last report)"]
+
+
+def _both_forms(points: tuple[Point, ...], seq: int) -> list[bytes]:
+    return [encode_batch(Batch("gy", seq, points, "e", v=v)) for v in (BATCH_V1, BATCH_V2)]
+
+
+@pytest.mark.parametrize("device_topic", [False, True])
+def test_v1_and_v2_payloads_give_the_same_lines_and_points(validator: Validator,
+                                                           device_topic: bool) -> None:
+    points = switch_points("core-sw", ports=3, time_ns=NOW, vendor="payload-vendor")
+    points.append(Point("snmp_error", {"device": "core-sw", "table": "lldp", "error": "a b,c"},
+                        {"count": 1, "msg": 'say "hi"\n'}, NOW))
+    if not device_topic:  # a group with a device column: two devices, one timestamp
+        points.insert(1, Point("device", {"device": "router"}, {"reachable": False}, NOW))
+        points.append(Point("agent", {"version": "1.0"}, {"queue": 0}, NOW))
+    topic = f"{TOPIC}/core-sw" if device_topic else TOPIC
+    v1 = validator.handle(topic, _both_forms(tuple(points), 1)[0])
+    v2 = validator.handle(topic, _both_forms(tuple(points), 2)[1])
+    assert not v1.dropped and not v2.dropped
+    assert v2.lines == v1.lines and len(v1.lines) == len(points)
+    assert v2.decoded == v1.decoded == tuple(points)
+    assert v1.lines[1].startswith("device,device=router,role=router,site=gy,tenant=herne "
+                                  if not device_topic else "interface,device=core-sw,")
+
+
+@pytest.mark.parametrize("form", [BATCH_V1, BATCH_V2])
+def test_a_foreign_device_is_dropped_in_either_form(validator: Validator, form: int) -> None:
+    ghost = (Point("device", {"device": "core-sw"}, {"up": 1}, NOW),
+             Point("device", {"device": "ghost"}, {"up": 1}, NOW))
+    assert validator.handle(TOPIC, _both_forms(ghost, 1)[form - 1]).reason == "unknown_device"
+    other = (Point("device", {"device": "router"}, {"up": 1}, NOW),)
+    assert validator.handle(f"{TOPIC}/core-sw",
+                            _both_forms(other, 2)[form - 1]).reason == "unknown_device"
