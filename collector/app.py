@@ -23,6 +23,7 @@ from collector.config import CollectorConfig, load_config
 from collector.http import HttpServer, Response, json_response, text
 from collector.metrics import CollectorMetrics
 from collector.outages.service import OutageService
+from collector.spool import DiskBuffer, open_buffer
 from collector.subscriber import MqttSubscriber
 from collector.validate import Validator
 from collector.writer import Chunk, InfluxSink, RunningWriter, Sink
@@ -47,10 +48,14 @@ class Collector:
         self.validator = Validator(inventory, self.metrics, log_interval_s=config.log_interval_s)
         i = config.influx
         token = i.token.reveal() if i.token is not None else None
+        # The disk spool (with the per-site seq state) or memory: collector/spool.py.
+        self.buffer = open_buffer(config, self.validator.sites, self.metrics)
         self.writer = RunningWriter(
             sink or InfluxSink(i.url, token=token, org=i.org, bucket=i.bucket,
                                timeout_s=i.timeout_s),
             self.metrics,
+            buffer=self.buffer,
+            durable_after_s=i.durable_after_s,
             batch_max_lines=i.batch_max_lines,
             flush_interval_s=i.flush_interval_s,
             buffer_max_lines=i.buffer_max_lines,
@@ -58,7 +63,8 @@ class Collector:
             retry_max_s=i.retry_max_s,
             # Half the broker's in-flight window: the other half keeps arriving while
             # one batch is written, so the pipe never runs dry waiting for the interval.
-            early_flush_chunks=max(1, config.mqtt.max_inflight // 2),
+            early_flush_chunks=(None if self.buffer.durable
+                                else max(1, config.mqtt.max_inflight // 2)),
         )
         self.subscriber = MqttSubscriber(config.mqtt, self._on_message, self.metrics)
         # The second consumer of validated messages (ARCHITECTURE: fan-out).
@@ -76,10 +82,13 @@ class Collector:
         self.started = asyncio.Event()
 
     async def _on_message(self, topic: str, payload: bytes, ack: Callable[[], None]) -> None:
+        # Wait for room *before* the seq is observed: between observing and staging
+        # there must be no await, or the spool could save a seq without its lines.
+        await self.writer.room()
         verdict = self.validator.handle(topic, payload)
         # Dropped and duplicate messages go through the writer too, as empty chunks, so
         # acknowledgements leave in arrival order.
-        await self.writer.put(Chunk(verdict.lines, ack))
+        self.writer.put_nowait(Chunk(verdict.lines, ack))
         t = verdict.topic
         if self.outages is not None and t is not None and not verdict.duplicate:
             try:
@@ -128,6 +137,9 @@ class Collector:
                 "writes_failing": self.writer.failing_since is not None,
                 "write_error": self.writer.last_error if self.writer.failing_since else "",
                 "buffer_lines": self.writer.buffer.lines,
+                "settling_lines": self.writer.buffer.settling,
+                "database_restarts": self.writer.durability.restarts,
+                "spool": self.buffer.stats() if isinstance(self.buffer, DiskBuffer) else None,
             },
             "sites": [s.to_json() for _, s in sorted(self.validator.sites.items())],
             "outages": self.outages.api() if self.outages is not None else None,
@@ -170,6 +182,8 @@ class Collector:
             if not sub_task.done():
                 sub_task.cancel()
             await self.http.close()
+            if isinstance(self.buffer, DiskBuffer):
+                self.buffer.close()
             for t in (writer_task, sub_task):
                 if t.done() and not t.cancelled() and t.exception() is not None:
                     raise t.exception()  # type: ignore[misc]

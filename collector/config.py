@@ -26,6 +26,9 @@ from schoolnet.configfile import (
 from schoolnet.inventory import check_host
 from schoolnet.wire import ID_RE
 
+#: Default of ``spool.max_bytes``: 8 GiB of compressed lines (see collector/spool.py).
+DEFAULT_SPOOL_MAX_BYTES = 8 * 1024**3
+
 
 def _port(val: int) -> str | None:
     return None if 0 < val < 65536 else "must be a port number 1-65535"
@@ -85,9 +88,27 @@ class InfluxSettings:
     timeout_s: float = 10.0
     retry_min_s: float = 0.5
     retry_max_s: float = 30.0
-    #: Lines kept in memory while the database is slow or down. When full, the
-    #: collector stops taking messages from the broker (which keeps them queued).
+    #: Lines kept in memory: without the spool, everything not yet written (when full,
+    #: the collector stops taking messages and the broker keeps them queued); with the
+    #: spool, what waits to be stored and the front of what waits to be written.
     buffer_max_lines: int = 200_000
+    #: How long the database needs to make an acknowledged write durable: 0 for
+    #: InfluxDB (its WAL is on disk before it answers); 30 for VictoriaMetrics, which
+    #: keeps the last seconds in memory (collector/durability.py). Written lines are
+    #: kept this long and written again if the database restarted meanwhile.
+    durable_after_s: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpoolSettings:
+    """The collector's durable spool in ``state_dir`` (collector/spool.py)."""
+
+    #: On: a message is acknowledged once its lines are on disk here, so a database
+    #: outage fills this spool instead of the broker's queue. Off: acknowledged once
+    #: written to the database (the broker keeps the rest); seq state is not saved.
+    enabled: bool = True
+    #: Compressed lines on disk at most; when full, intake waits (nothing is dropped).
+    max_bytes: int = DEFAULT_SPOOL_MAX_BYTES
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,6 +129,7 @@ class CollectorConfig:
     influx: InfluxSettings = field(default_factory=InfluxSettings)
     inventory: str = "site-configs"
     http: HttpSettings = field(default_factory=HttpSettings)
+    spool: SpoolSettings = field(default_factory=SpoolSettings)
     state_dir: str = "/var/lib/schoolnet/collector"
     #: At most one log line per drop reason per this many seconds.
     log_interval_s: float = 60.0
@@ -158,6 +180,8 @@ def _read_influx(r: MappingReader) -> InfluxSettings:
         retry_min_s=r.value("retry_min_s", float, d.retry_min_s, positive),
         retry_max_s=r.value("retry_max_s", float, d.retry_max_s, positive),
         buffer_max_lines=r.value("buffer_max_lines", int, d.buffer_max_lines, _at_least_one),
+        durable_after_s=r.value("durable_after_s", float, d.durable_after_s,
+                                lambda v: None if v >= 0 else "must be 0 or more"),
     )
     if i.buffer_max_lines < i.batch_max_lines:
         r.issues.add(r.node_of("buffer_max_lines"), r.sub("buffer_max_lines"),
@@ -178,6 +202,17 @@ def _read_http(r: MappingReader) -> HttpSettings:
     return h
 
 
+def _read_spool(r: MappingReader) -> SpoolSettings:
+    d = SpoolSettings()
+    sp = SpoolSettings(
+        enabled=r.value("enabled", bool, d.enabled),
+        max_bytes=r.value("max_bytes", int, d.max_bytes,
+                          lambda v: None if v >= 1024**2 else "must be at least 1048576 (1 MiB)"),
+    )
+    r.finish()
+    return sp
+
+
 def load_config(path: str | Path, *, resolve_secrets: bool = True) -> CollectorConfig:
     """Load and check a collector config file; raises :class:`ConfigError` listing all.
 
@@ -195,6 +230,7 @@ def load_config(path: str | Path, *, resolve_secrets: bool = True) -> CollectorC
     mqtt = _read_mqtt(r.mapping("mqtt"))
     influx = _read_influx(r.mapping("influx"))
     http = _read_http(r.mapping("http"))
+    spool = _read_spool(r.mapping("spool"))
     inventory = r.value("inventory", str, d.inventory)
     state_dir = r.value("state_dir", str, d.state_dir)
     log_interval = r.value("log_interval_s", float, d.log_interval_s, positive)
@@ -207,6 +243,7 @@ def load_config(path: str | Path, *, resolve_secrets: bool = True) -> CollectorC
         influx=influx,
         inventory=os.path.normpath(base / inventory),
         http=http,
+        spool=spool,
         state_dir=os.path.normpath(base / state_dir),
         log_interval_s=log_interval,
         alerting=alerting,
@@ -220,5 +257,6 @@ __all__ = [
     "HttpSettings",
     "InfluxSettings",
     "MqttSettings",
+    "SpoolSettings",
     "load_config",
 ]

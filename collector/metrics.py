@@ -184,6 +184,19 @@ class CollectorMetrics:
         self.write_seconds = r.histogram(p + "write_duration_seconds",
                                          "Duration of successful write requests.")
         self.buffer_lines = r.gauge(p + "buffer_lines", "Lines waiting to be written.")
+        self.buffer_full = r.counter(p + "buffer_full_total",
+                                     "Times intake had to wait because the buffer was full.")
+        self.settling_lines = r.gauge(p + "settling_lines", "Lines written but not yet known "
+                                      "durable in the database (influx.durable_after_s).")
+        self.rewritten_lines = r.counter(p + "rewritten_lines_total", "Lines written again "
+                                         "because the database may have lost them (restart).")
+        self.db_restarts = r.gauge(p + "database_restarts", "Database restarts seen since "
+                                   "start (its incarnation changed).")
+        self.spool_bytes = r.gauge(p + "spool_bytes", "Bytes stored in the collector's "
+                                   "disk spool (compressed lines not yet durable elsewhere).")
+        self.spool_segments = r.gauge(p + "spool_segments", "Segments in the disk spool.")
+        self.spool_errors = r.counter(p + "spool_errors_total",
+                                      "Failed attempts to store chunks in the disk spool.")
         self.unacked = r.gauge(p + "unacked_messages",
                                "Messages received but not yet acknowledged to the broker.")
         self.mqtt_connected = r.gauge(p + "mqtt_connected", "1 while connected to the broker.")

@@ -6,15 +6,12 @@ The shape is Telegraf's: a *sink* only connects, writes one batch and closes
 5xx, timeouts and connection errors, and on a 400 splitting the batch to isolate the
 bad lines (counted, dropped) while the rest is written.
 
-Data moves in :class:`Chunk` s, one per MQTT message, each with a callback that
-acknowledges the message to the broker. The :class:`MemoryBuffer` calls it only when
-the chunk is written, so a down database *delays* data and never loses it: the buffer
-fills, :meth:`RunningWriter.put` waits, the subscriber stops taking messages and the
-broker keeps them queued in the collector's persistent session.
-
-Seam for durable spooling (issue 6): a disk buffer with the same three methods (``add``
-/ ``head`` / ``accept``) that calls ``on_done`` once a chunk is fsynced instead of once
-it is written; RunningWriter does not change.
+Data moves in :class:`~collector.buffer.Chunk` s, one per MQTT message, through a
+buffer (collector/buffer.py): in memory, where a message is acknowledged once its
+lines are written, or on disk (collector/spool.py), where it is acknowledged once
+stored, so the collector keeps taking messages while the database is down. A database
+that acknowledges before its data is durable (VictoriaMetrics) gets written lines kept
+and written again after a restart (collector/durability.py).
 """
 
 from __future__ import annotations
@@ -23,11 +20,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
+from collector.buffer import Buffer, Chunk, MemoryBuffer
+from collector.durability import Decision, DurabilityWatch
 from collector.metrics import CollectorMetrics
 
 log = logging.getLogger("schoolnet.collector.writer")
@@ -66,60 +63,23 @@ class Sink(Protocol):
         """Release connections."""
         ...
 
-
-@dataclass(slots=True)
-class Chunk:
-    """The lines of one message and what to call once they are safe."""
-
-    lines: list[str]
-    on_done: Callable[[], None] | None = None
-
-    def done(self) -> None:
-        """Tell the producer the lines are safe (written, or durably stored)."""
-        if self.on_done is not None:
-            self.on_done()
-            self.on_done = None
+    # Optional: ``async def incarnation(self) -> str | None`` names the running database
+    # process (changes when it restarts; None: it cannot tell; WriteError: unreachable).
+    # RunningWriter uses it when ``durable_after_s`` > 0 (collector/durability.py).
 
 
-class MemoryBuffer:
-    """A FIFO of chunks in memory, counted in lines; chunks are done once written."""
-
-    def __init__(self) -> None:
-        self._chunks: deque[Chunk] = deque()
-        self.lines = 0
-
-    def __len__(self) -> int:
-        return len(self._chunks)
-
-    def add(self, chunk: Chunk) -> None:
-        """Append a chunk (the caller bounds the size)."""
-        self._chunks.append(chunk)
-        self.lines += len(chunk.lines)
-
-    def head(self, max_lines: int) -> list[Chunk]:
-        """The oldest chunks with at most ``max_lines`` lines (at least one chunk)."""
-        out: list[Chunk] = []
-        n = 0
-        for c in self._chunks:
-            if out and n + len(c.lines) > max_lines:
-                break
-            out.append(c)
-            n += len(c.lines)
-        return out
-
-    def accept(self, count: int) -> None:
-        """Remove the ``count`` oldest chunks as written and mark them done, in order."""
-        for _ in range(count):
-            c = self._chunks.popleft()
-            self.lines -= len(c.lines)
-            c.done()
+__all__ = ["Buffer", "Chunk", "InfluxSink", "MemoryBuffer", "RunningWriter", "Sink",
+           "WriteError"]
 
 
 class RunningWriter:
-    """Batches chunks to a sink with retry, backoff and bad-line isolation.
+    """Batches buffered lines to a sink with retry, backoff and bad-line isolation.
 
     Start :meth:`run` as a task; :meth:`put` adds a chunk (waits while the buffer is
-    full); :meth:`close` flushes what is buffered within a deadline and stops.
+    full), or :meth:`room` then :meth:`put_nowait`; :meth:`close` flushes what is
+    buffered within a deadline and stops. ``buffer`` defaults to a
+    :class:`MemoryBuffer` of ``buffer_max_lines``; ``durable_after_s`` > 0 keeps
+    written lines until the database has made them durable (collector/durability.py).
     """
 
     def __init__(
@@ -127,46 +87,67 @@ class RunningWriter:
         sink: Sink,
         metrics: CollectorMetrics,
         *,
+        buffer: Buffer | None = None,
         batch_max_lines: int = 5000,
         flush_interval_s: float = 1.0,
         buffer_max_lines: int = 200_000,
         retry_min_s: float = 0.5,
         retry_max_s: float = 30.0,
         early_flush_chunks: int | None = None,
+        durable_after_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sink = sink
         self.metrics = metrics
-        self.buffer = MemoryBuffer()
+        self.buffer: Buffer = buffer if buffer is not None else MemoryBuffer(buffer_max_lines)
         self.batch_max_lines = batch_max_lines
         self.flush_interval_s = flush_interval_s
         self.buffer_max_lines = buffer_max_lines
         self.retry_min_s = retry_min_s
         self.retry_max_s = retry_max_s
-        #: Flush as soon as this many chunks wait: messages are acknowledged only once
-        #: written, and the broker sends no more than its in-flight window until then.
+        #: Flush as soon as this many chunks wait: with a memory buffer, messages are
+        #: acknowledged only once written, and the broker sends no more than its
+        #: in-flight window until then.
         self.early_flush_chunks = early_flush_chunks
+        self.durability = DurabilityWatch(durable_after_s)
         self._clock = clock
         self._wake = asyncio.Event()
         self._closed = asyncio.Event()  # set by close(): ends a retry pause at once
         self._space = asyncio.Event()
+        self._persist_wanted = asyncio.Event()
         self._closing = False
         self._deadline: float | None = None
+        self._rewind_due = False
         #: Since when writes fail (None while they succeed); /healthz reads it.
         self.failing_since: float | None = None
         self.last_error: str = ""
         metrics.buffer_lines.read = lambda: [((), float(self.buffer.lines))]
+        metrics.settling_lines.read = lambda: [((), float(self.buffer.settling))]
 
-    async def put(self, chunk: Chunk) -> None:
-        """Queue a chunk; waits while the buffer is full (backpressure to the broker)."""
-        while self.buffer.lines and self.buffer.lines + len(chunk.lines) > self.buffer_max_lines:
+    # -- intake ------------------------------------------------------------------------
+
+    async def room(self, lines: int = 0) -> None:
+        """Wait until the buffer takes ``lines`` more (backpressure to the broker)."""
+        if self.buffer.has_room(lines):
+            return
+        self.metrics.buffer_full.inc()
+        while not self.buffer.has_room(lines):
             self._space.clear()
             await self._space.wait()
+
+    def put_nowait(self, chunk: Chunk) -> None:
+        """Add a chunk now (after :meth:`room`; the bound is then exceeded by at most one)."""
         self.buffer.add(chunk)
+        self._persist_wanted.set()
         if self.buffer.lines >= self.batch_max_lines or (
             self.early_flush_chunks is not None and len(self.buffer) >= self.early_flush_chunks
         ):
             self._wake.set()
+
+    async def put(self, chunk: Chunk) -> None:
+        """Queue a chunk; waits while the buffer is full (backpressure to the broker)."""
+        await self.room(len(chunk.lines))
+        self.put_nowait(chunk)
 
     async def close(self, deadline_s: float) -> None:
         """Ask :meth:`run` to flush everything within ``deadline_s`` and return."""
@@ -178,24 +159,60 @@ class RunningWriter:
     def _past_deadline(self) -> bool:
         return self._deadline is not None and self._clock() >= self._deadline
 
+    # -- the loop ----------------------------------------------------------------------
+
     async def run(self) -> None:
         """Write batches until closed and drained (or the close deadline passes)."""
         await self.sink.connect()
+        persister = (asyncio.create_task(self._persist_loop(), name="spool-persist")
+                     if self.buffer.durable else None)
         try:
             while True:
-                if self._closing and (not self.buffer.lines and not len(self.buffer)):
-                    break
-                if self._closing and self._past_deadline():
-                    log.warning("shutdown deadline passed with %d lines unwritten; their "
-                                "messages stay unacknowledged at the broker",
-                                self.buffer.lines)
-                    break
-                if not self._closing:
+                if self._closing:
+                    await self._persist()
+                    if not self.buffer.lines and not len(self.buffer):
+                        break
+                    if self._past_deadline():
+                        log.warning("shutdown deadline passed with %d lines unwritten; %s",
+                                    self.buffer.lines,
+                                    "they stay in the spool" if self.buffer.durable else
+                                    "their messages stay unacknowledged at the broker")
+                        break
+                else:
                     await self._wait_for_batch()
+                await self._settle()
                 if len(self.buffer):
                     await self._write_head()
         finally:
+            if persister is not None:
+                persister.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await persister
+                with contextlib.suppress(Exception):
+                    await self._persist()
             await self.sink.close()
+
+    async def _persist(self) -> None:
+        try:
+            await self.buffer.persist()
+        except Exception as exc:  # a full or failing disk: retry, the broker keeps the rest
+            self.metrics.spool_errors.inc()
+            log.error("spool: cannot store chunks (they stay unacknowledged): %s", exc)
+            raise
+        self._space.set()
+        if self.buffer.lines >= self.batch_max_lines:
+            self._wake.set()
+
+    async def _persist_loop(self) -> None:
+        """Group commit: whatever was added while the last commit ran goes in the next."""
+        while True:
+            await self._persist_wanted.wait()
+            self._persist_wanted.clear()
+            try:
+                await self._persist()
+            except Exception:
+                await asyncio.sleep(1.0)
+                self._persist_wanted.set()
 
     async def _wait_for_batch(self) -> None:
         if self.buffer.lines >= self.batch_max_lines:
@@ -212,8 +229,51 @@ class RunningWriter:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._closed.wait(), delay)
 
+    # -- durability of what was written ------------------------------------------------
+
+    async def _probe(self) -> None:
+        """Ask the database for its incarnation and release or rewind accordingly."""
+        probe = getattr(self.sink, "incarnation", None)
+        try:
+            got = await probe() if probe is not None else None
+        except WriteError:
+            return  # unreachable: nothing can be decided now
+        self._apply(self.durability.observe(got, self._clock()))
+
+    def _apply(self, decision: Decision) -> None:
+        if decision.rewind:
+            n = self.buffer.rewind()
+            if n:
+                self.metrics.rewritten_lines.inc(amount=n)
+                if self.durability.restarts:
+                    log.warning("database restarted: writing the last %d unconfirmed "
+                                "line(s) again", n)
+            if self.durability.restarts:
+                self.metrics.db_restarts.set(self.durability.restarts)
+        elif decision.release_before is not None:
+            self.buffer.release(decision.release_before)
+            self._persist_wanted.set()
+            self._space.set()
+
+    async def _settle(self) -> None:
+        if self._rewind_due:
+            self._rewind_due = False
+            self._apply(Decision(rewind=True))
+        if not self.buffer.settling or self.durability.immediate:
+            return
+        now = self._clock()
+        if self.durability.needs_probe(now, settling=True):
+            await self._probe()
+        else:
+            self._apply(self.durability.tick(now))
+
+    # -- writing -----------------------------------------------------------------------
+
     async def _write_head(self) -> None:
         """Write the oldest batch; retry until written or closing past the deadline."""
+        await self.buffer.prepare(self.batch_max_lines)
+        if self.durability.needs_probe(self._clock(), settling=False):
+            await self._probe()  # know the incarnation before the first write
         chunks = self.buffer.head(self.batch_max_lines)
         lines = [line for c in chunks for line in c.lines]
         # Segments still to write; a 400 splits a segment in two until the bad lines
@@ -237,6 +297,8 @@ class RunningWriter:
                         half = len(seg) // 2
                         pending[0:0] = [seg[:half], seg[half:]]
                     continue
+                if self.durability.write_failed():
+                    self._rewind_due = True
                 if self.failing_since is None:
                     self.failing_since = self._clock()
                     log.warning("write failed, will retry: %s", exc)
@@ -251,7 +313,11 @@ class RunningWriter:
                 log.warning("writes succeed again after %.1f s", self._clock() - self.failing_since)
             self.failing_since = None
             pending.pop(0)
-        self.buffer.accept(len(chunks))
+        if self.durability.immediate:
+            self.buffer.accept(len(chunks))
+        else:
+            self.buffer.accept(len(chunks), self._clock())
+        self._persist_wanted.set()
         self._space.set()
 
 
@@ -311,6 +377,32 @@ class InfluxSink:
             raise WriteError("timeout", str(exc)[:300], retryable=True) from None
         except (HTTPError, OSError) as exc:
             raise WriteError("connection", str(exc)[:300], retryable=True) from None
+
+    async def incarnation(self) -> str | None:
+        """The database process's start time from ``/metrics`` (None if it has none).
+
+        ``process_start_time_seconds`` is the Prometheus process collector's metric;
+        VictoriaMetrics serves it. A restart changes it, which tells the writer that
+        recently acknowledged writes may be gone (collector/durability.py).
+        """
+        return await asyncio.to_thread(self._incarnation_sync)
+
+    def _incarnation_sync(self) -> str | None:
+        import urllib.error
+        import urllib.request
+
+        url = self.url.rstrip("/") + "/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=self.timeout_s) as r:
+                body = r.read(8 * 1024 * 1024).decode("utf-8", "replace")
+        except urllib.error.HTTPError:
+            return None  # no /metrics here: the database cannot tell
+        except OSError as exc:
+            raise WriteError("connection", str(exc)[:300], retryable=True) from None
+        for line in body.splitlines():
+            if line.startswith("process_start_time_seconds "):
+                return str(line.split(" ", 1)[1].strip())
+        return None
 
     async def close(self) -> None:
         """Close the HTTP client."""
