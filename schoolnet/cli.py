@@ -95,6 +95,10 @@ def _mount() -> None:
     main.add_command(outages_command)
     main.add_command(maintenance)
 
+    from schoolnet.uplink.cli import uplink
+
+    main.add_command(uplink)
+
 
 try:
     _mount()
