@@ -47,6 +47,11 @@ EXIT_UNSENT = 4  # --once: data could not all be delivered (it stays in the spoo
 
 #: Collections the spool writer takes from the queue per transaction (one fsync).
 WRITE_BATCH = 500
+#: Acknowledged batches are kept this long and sent again after every new connection:
+#: Mosquitto acknowledges a message before it saves it (every ``autosave_interval``,
+#: which ``schoolnet broker-config`` sets to 5 s), so a broker killed within that window
+#: has lost them. 30 s covers the interval and a slow save with a wide margin.
+DEFAULT_RESEND_WINDOW_S = 30.0
 
 
 def default_sources(site: Site) -> list[Source]:
@@ -287,13 +292,16 @@ def run(
     flush_timeout_s: float = 10.0,
     spool_max_bytes: int = DEFAULT_MAX_BYTES,
     spool_max_age_s: float = DEFAULT_MAX_AGE_S,
+    resend_window_s: float = DEFAULT_RESEND_WINDOW_S,
     sources: Sequence[Source] | None = None,
 ) -> int:
     """Run the agent for the site in ``site_config``; returns the exit code.
 
     ``spool_dir`` overrides ``agent.spool_dir`` of the site; ``once`` gathers every
     source once, delivers and exits (:data:`EXIT_UNSENT` if delivery was incomplete);
-    ``sources`` replaces the sources built from the site (tests, demos).
+    ``sources`` replaces the sources built from the site (tests, demos);
+    ``resend_window_s`` is how long acknowledged batches are kept to be sent again after
+    a reconnect (the broker acknowledges before it saves; agent/spool.py).
     """
     try:
         site = load_site(site_config)
@@ -307,7 +315,8 @@ def run(
         return _startup_error("bad TLS settings (agent.broker.ca_file)", str(exc))
     try:
         spool = DiskSpool.for_site(spool_dir or site.agent.spool_dir, site.tenant, site.id,
-                                   max_bytes=spool_max_bytes, max_age_s=spool_max_age_s)
+                                   max_bytes=spool_max_bytes, max_age_s=spool_max_age_s,
+                                   keep_sent_s=resend_window_s)
     except SpoolError as exc:
         return _startup_error("unusable spool directory (agent.spool_dir or --spool-dir)",
                               str(exc))

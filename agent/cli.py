@@ -34,9 +34,12 @@ def agent() -> None:
 @click.option("--flush-timeout", type=click.FloatRange(min=0), default=10.0, show_default=True,
               help="Seconds to keep delivering the spool at shutdown before giving up "
                    "(the rest is sent after the next start).")
+@click.option("--resend-window", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="Seconds to keep acknowledged batches and send them again after a "
+                   "reconnect (the broker acknowledges before it saves; 0: off).")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
 def run_command(site_config: str, spool_dir: str | None, once: bool, replay_rate: float,
-                flush_timeout: float, verbose: bool) -> None:
+                flush_timeout: float, resend_window: float, verbose: bool) -> None:
     """Run the agent for one site until SIGINT/SIGTERM (a second signal skips the flush).
 
     Exit codes: 0 ok, 1 unexpected error, 3 cannot start (bad site config, unusable
@@ -47,7 +50,7 @@ def run_command(site_config: str, spool_dir: str | None, once: bool, replay_rate
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sys.exit(run(site_config, spool_dir=spool_dir, once=once, replay_rate=replay_rate,
-                 flush_timeout_s=flush_timeout))
+                 flush_timeout_s=flush_timeout, resend_window_s=resend_window))
 
 
 @agent.command("probe")

@@ -5,8 +5,10 @@
   ``tls: true``, keepalive, a retained last will ``offline``/``lost`` on the site's
   ``status`` topic and a retained birth ``online`` right after connecting. It does not
   reconnect by itself (aiomqtt's advice: reconnecting is the caller's loop).
-* :class:`Forwarder` is that loop: connect, publish what the spool holds in seq order at
-  QoS 1, delete a batch only after its PUBACK, wait for more; on any MQTT error back off
+* :class:`Forwarder` is that loop: connect, send the spool's resend window again (a
+  broker that restarted may have lost what it acknowledged last), publish what the
+  spool holds in seq order at QoS 1, delete a batch only after its PUBACK (or keep it
+  for the resend window), wait for more; on any MQTT error back off
   (exponential, jittered) and connect again. A token bucket bounds the publish rate, so
   a site that comes back after a long outage replays its backlog without flooding the
   broker. ``finish()`` turns it into a flush with a deadline that ends with a retained
@@ -237,6 +239,7 @@ class PublishStats:
     publish_errors: int = 0  # publishes without PUBACK (loss, timeout, refused)
     connects: int = 0
     connection_errors: int = 0  # failed connects and lost connections
+    resent: int = 0  # acknowledged batches queued again after a new connection
     connected: bool = False
     last_error: str = ""
 
@@ -294,6 +297,13 @@ class Forwarder:
                     self.stats.connected = True
                     self.backoff.reset()
                     log.info("mqtt: connected as %s", pub.site.id)
+                    # The broker may have restarted and lost what it acknowledged last
+                    # (it saves only every autosave_interval): send the kept ones again.
+                    resent = await asyncio.to_thread(self.spool.resend)
+                    if resent:
+                        self.stats.resent += resent
+                        log.info("mqtt: sending %d recently acknowledged batch(es) again",
+                                 resent)
                     await self._pump(pub)
                     await pub.publish_status("offline", "shutdown")
                     return

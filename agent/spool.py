@@ -26,6 +26,15 @@ Everything a site measures goes through here, whether the broker is reachable or
 
 The store is transactional in Telegraf's sense: ``peek`` does not remove anything, only
 ``ack`` does, so a batch leaves the spool only after the broker acknowledged it.
+
+* **Resend window.** A PUBACK does not mean the broker has the message on disk:
+  Mosquitto keeps queued messages in memory and saves them every ``autosave_interval``;
+  a broker killed meanwhile has forgotten messages it acknowledged (measured: all 200
+  acknowledged messages queued for an offline subscriber were gone after a SIGKILL).
+  With ``keep_sent_s`` > 0 an acknowledged batch is kept that long, marked sent, and
+  :meth:`DiskSpool.resend` (called by the forwarder after every new connection, which is
+  how a broker restart shows itself) queues the kept ones again, in seq order. The
+  collector drops what it already has by seq, and fills its gaps with the rest.
 """
 
 from __future__ import annotations
@@ -62,7 +71,7 @@ DEFAULT_MAX_BYTES = 2 * 1024**3
 #: A week: a long holiday weekend or a broken uplink over the autumn break; the
 #: collector accepts points up to 14 days old (wire.Limits.max_age_s).
 DEFAULT_MAX_AGE_S = 7 * 24 * 3600
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: batch.sent_ns (the resend window); 1 is upgraded in place
 _NS = 1_000_000_000
 
 
@@ -100,6 +109,7 @@ class SpoolStats:
     dropped_batches: int  # by the bounds, since the spool was created
     dropped_points: int
     rejected_points: int  # points that could not be encoded at all, since start
+    kept: int = 0  # sent and acknowledged, kept for the resend window
 
 
 def route(tenant: str, site: str, points: Iterable[Point]) -> list[Outgoing]:
@@ -146,6 +156,7 @@ class DiskSpool:
         now_ns: Callable[[], int] = time.time_ns,
         limits: Limits = DEFAULT_LIMITS,
         compress_level: int = 6,
+        keep_sent_s: float = 0.0,
     ) -> None:
         self.path = Path(path)
         self.site = site
@@ -154,6 +165,7 @@ class DiskSpool:
         self._now_ns = now_ns
         self._limits = limits
         self._level = compress_level
+        self.keep_sent_s = keep_sent_s
         self._lock = threading.Lock()
         self.rejected_points = 0
         try:
@@ -174,10 +186,11 @@ class DiskSpool:
     @classmethod
     def for_site(cls, spool_dir: str | Path, tenant: str, site: str, *,
                  max_bytes: int = DEFAULT_MAX_BYTES, max_age_s: float = DEFAULT_MAX_AGE_S,
-                 now_ns: Callable[[], int] = time.time_ns) -> DiskSpool:
+                 now_ns: Callable[[], int] = time.time_ns,
+                 keep_sent_s: float = 0.0) -> DiskSpool:
         """The spool of ``tenant``/``site`` below ``spool_dir`` (created if missing)."""
         return cls(spool_path(spool_dir, tenant, site), site=site, max_bytes=max_bytes,
-                   max_age_s=max_age_s, now_ns=now_ns)
+                   max_age_s=max_age_s, now_ns=now_ns, keep_sent_s=keep_sent_s)
 
     # -- opening -----------------------------------------------------------------------
 
@@ -198,6 +211,12 @@ class DiskSpool:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version == 0:
                 self._create_schema(db)
+            elif version == 1:
+                # A spool from before the resend window: nothing in it was sent yet.
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("ALTER TABLE batch ADD COLUMN sent_ns INTEGER")
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                db.execute("COMMIT")
             elif version != SCHEMA_VERSION:
                 raise SpoolError(f"spool {self.path} has schema {version}, "
                                  f"this agent knows {SCHEMA_VERSION}")
@@ -213,7 +232,8 @@ class DiskSpool:
             "CREATE TABLE IF NOT EXISTS batch ("
             " seq INTEGER PRIMARY KEY,"  # rowid alias: ordered reads are a b-tree walk
             " topic TEXT NOT NULL, payload BLOB NOT NULL,"
-            " points INTEGER NOT NULL, size INTEGER NOT NULL, created_ns INTEGER NOT NULL)"
+            " points INTEGER NOT NULL, size INTEGER NOT NULL, created_ns INTEGER NOT NULL,"
+            " sent_ns INTEGER)"  # NULL: not acknowledged yet; else: kept to resend
         )
         meta = {"epoch": secrets.token_hex(8), "next_seq": "0", "site": self.site,
                 "created_ns": str(self._now_ns()), "dropped_batches": "0",
@@ -235,9 +255,11 @@ class DiskSpool:
         self._next_seq = int(meta["next_seq"])
         self._dropped_batches = int(meta["dropped_batches"])
         self._dropped_points = int(meta["dropped_points"])
-        count, size = self._db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM batch").fetchone()
-        self._count, self._bytes = int(count), int(size)
+        count, size, kept = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0), COUNT(sent_ns) FROM batch").fetchone()
+        # _count: batches waiting to be sent; _kept: sent, in the resend window;
+        # _bytes: everything stored (the size bound counts the kept ones too).
+        self._count, self._kept, self._bytes = int(count) - int(kept), int(kept), int(size)
 
     # -- the three operations ----------------------------------------------------------
 
@@ -261,7 +283,9 @@ class DiskSpool:
             next_seq = rows[-1][0] + 1
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany("INSERT INTO batch VALUES (?, ?, ?, ?, ?, ?)", rows)
+                self._db.executemany(
+                    "INSERT INTO batch (seq, topic, payload, points, size, created_ns)"
+                    " VALUES (?, ?, ?, ?, ?, ?)", rows)
                 self._db.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'",
                                  (str(next_seq),))
                 self._db.execute("COMMIT")
@@ -302,34 +326,81 @@ class DiskSpool:
             try:
                 rows = self._db.execute(
                     "SELECT seq, topic, payload, points, created_ns FROM batch"
-                    " ORDER BY seq LIMIT ?", (limit,)).fetchall()
+                    " WHERE sent_ns IS NULL ORDER BY seq LIMIT ?", (limit,)).fetchall()
                 return [SpooledBatch(s, t, zlib.decompress(p), n, c) for s, t, p, n, c in rows]
             except (sqlite3.Error, zlib.error) as exc:
                 raise SpoolError(f"cannot read spool {self.path}: {exc}") from exc
 
     def ack(self, seqs: Iterable[int]) -> int:
-        """Delete batches the broker acknowledged; returns how many were still there.
+        """Batches the broker acknowledged leave the queue; returns how many were there.
 
-        A seq that is gone already (pushed out by the bounds meanwhile) is ignored.
+        Deleted, or with ``keep_sent_s`` marked sent and kept for the resend window. A
+        seq that is gone already (pushed out by the bounds meanwhile) is ignored.
         """
         seqs = list(seqs)
         if not seqs:
             return 0
         with self._lock:
+            now = self._now_ns()
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 marks = ",".join("?" * len(seqs))
                 size, count = self._db.execute(
-                    f"SELECT COALESCE(SUM(size), 0), COUNT(*) FROM batch WHERE seq IN ({marks})",
-                    seqs).fetchone()
-                self._db.execute(f"DELETE FROM batch WHERE seq IN ({marks})", seqs)
+                    "SELECT COALESCE(SUM(size), 0), COUNT(*) FROM batch"
+                    f" WHERE sent_ns IS NULL AND seq IN ({marks})", seqs).fetchone()
+                if self.keep_sent_s > 0:
+                    self._db.execute(f"UPDATE batch SET sent_ns = ? WHERE sent_ns IS NULL"
+                                     f" AND seq IN ({marks})", [now, *seqs])
+                    expired = self._expire_kept(now)
+                else:
+                    self._db.execute(f"DELETE FROM batch WHERE seq IN ({marks})", seqs)
+                    expired = (0, 0)
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback()
                 raise SpoolError(f"cannot update spool {self.path}: {exc}") from exc
             self._count -= int(count)
-            self._bytes -= int(size)
+            if self.keep_sent_s > 0:
+                self._kept += int(count) - expired[0]
+                self._bytes -= expired[1]
+            else:
+                self._bytes -= int(size)
             return int(count)
+
+    def _expire_kept(self, now: int) -> tuple[int, int]:
+        """Delete kept batches older than the window (in the caller's transaction)."""
+        cutoff = now - int(self.keep_sent_s * _NS)
+        count, size = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM batch"
+            " WHERE sent_ns IS NOT NULL AND sent_ns < ?", (cutoff,)).fetchone()
+        if count:
+            self._db.execute("DELETE FROM batch WHERE sent_ns IS NOT NULL AND sent_ns < ?",
+                             (cutoff,))
+        return int(count), int(size)
+
+    def resend(self) -> int:
+        """Queue the kept batches again (a new connection: the broker may have lost them).
+
+        They go out first, in seq order, before anything newer. Returns how many.
+        """
+        if self.keep_sent_s <= 0:
+            return 0
+        with self._lock:
+            now = self._now_ns()
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                count, size = self._expire_kept(now)
+                self._kept -= count
+                self._bytes -= size
+                n = self._db.execute(
+                    "UPDATE batch SET sent_ns = NULL WHERE sent_ns IS NOT NULL").rowcount
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise SpoolError(f"cannot update spool {self.path}: {exc}") from exc
+            self._kept -= int(n)
+            self._count += int(n)
+            return int(n)
 
     # -- bounds and stats --------------------------------------------------------------
 
@@ -351,9 +422,12 @@ class DiskSpool:
             return
         try:
             self._db.execute("BEGIN IMMEDIATE")
-            count, size, points = self._db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(points), 0)"
-                " FROM batch WHERE seq <= ?", (last,)).fetchone()
+            # Kept batches (already delivered) are not data lost: not counted as drops.
+            count, size, points, kept = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0),"
+                " COALESCE(SUM(CASE WHEN sent_ns IS NULL THEN points ELSE 0 END), 0),"
+                " COUNT(sent_ns) FROM batch WHERE seq <= ?", (last,)).fetchone()
+            count -= kept
             self._db.execute("DELETE FROM batch WHERE seq <= ?", (last,))
             self._db.executemany("UPDATE meta SET value = ? WHERE key = ?", [
                 (str(self._dropped_batches + count), "dropped_batches"),
@@ -364,11 +438,13 @@ class DiskSpool:
             self._rollback()
             raise SpoolError(f"cannot trim spool {self.path}: {exc}") from exc
         self._count -= count
+        self._kept -= kept
         self._bytes -= size
         self._dropped_batches += count
         self._dropped_points += points
-        log.warning("spool full or too old: dropped the %d oldest batch(es), %d point(s)",
-                    count, points)
+        if count:
+            log.warning("spool full or too old: dropped the %d oldest batch(es), %d point(s)",
+                        count, points)
 
     def stats(self) -> SpoolStats:
         """Counters for the self-health source (cheap: kept in memory)."""
@@ -377,11 +453,12 @@ class DiskSpool:
             if self._count:
                 # The oldest by seq: a b-tree lookup, where MIN(created_ns) is a scan.
                 oldest = self._db.execute(
-                    "SELECT created_ns FROM batch ORDER BY seq LIMIT 1").fetchone()[0]
+                    "SELECT created_ns FROM batch WHERE sent_ns IS NULL ORDER BY seq LIMIT 1"
+                ).fetchone()[0]
             return SpoolStats(batches=self._count, bytes=self._bytes, next_seq=self._next_seq,
                               oldest_created_ns=oldest, dropped_batches=self._dropped_batches,
                               dropped_points=self._dropped_points,
-                              rejected_points=self.rejected_points)
+                              rejected_points=self.rejected_points, kept=self._kept)
 
     def _rollback(self) -> None:
         if self._db.in_transaction:

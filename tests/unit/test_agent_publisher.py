@@ -216,3 +216,30 @@ def test_finish_gives_up_at_the_deadline_when_the_broker_stays_away(tmp_path: Pa
         assert broker.statuses == []
 
     asyncio.run(main())
+
+
+def test_after_a_new_connection_the_kept_batches_are_sent_again(tmp_path: Path) -> None:
+    site = make_site(tmp_path)
+
+    async def main() -> None:
+        clock, broker = FakeClock(), FakeBroker()
+        with DiskSpool(tmp_path / "s.sqlite3", site="s1", keep_sent_s=30) as spool:
+            _fill(spool, 4)
+            fwd = Forwarder(spool, lambda: FakePublisher(site, broker),  # type: ignore[arg-type, return-value]
+                            rate_per_s=1000, clock=clock,
+                            backoff=Backoff(initial_s=1, rng=random.Random(0)))
+            task = asyncio.create_task(fwd.run())
+            await clock.wait_until(lambda: spool.stats().batches == 0 and len(broker.batches) == 4)
+            _fill(spool, 2)  # seqs 4, 5: the connection breaks after the first of them
+            broker.fail_after = 1
+            fwd.notify()
+            await clock.wait_sleepers(1)
+            clock.advance(clock.pending()[0])
+            await clock.wait_until(lambda: spool.stats().batches == 0 and fwd.stats.connects == 2)
+            fwd.finish(1.0)
+            await asyncio.wait_for(task, 5)
+        # The restarted broker may have lost 0..4: all of them again, in order, then 5.
+        assert [b.seq for b in broker.batches] == [0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 5]
+        assert fwd.stats.resent == 5
+
+    asyncio.run(main())

@@ -215,3 +215,70 @@ def test_route_splits_a_huge_device_collection() -> None:
     routed = route("t1", "s1", points)
     assert len(routed) > 1
     assert [p.fields["uptime_s"] for o in routed for p in o.points] == list(range(1000))
+
+
+# -- the resend window (the broker acknowledges before it saves) ---------------------
+
+
+def test_acknowledged_batches_are_kept_for_the_window_and_resent_first(tmp_path: Path) -> None:
+    now = Now()
+    with open_spool(tmp_path, now, keep_sent_s=30) as spool:
+        spool.append([out(1), out(2), out(3)])
+        assert spool.ack([0, 1]) == 2
+        assert [b.seq for b in spool.peek(10)] == [2]  # kept ones are not sent again...
+        stats = spool.stats()
+        assert (stats.batches, stats.kept) == (1, 2) and stats.dropped_batches == 0
+        assert spool.resend() == 2  # ...until a new connection
+        assert [b.seq for b in spool.peek(10)] == [0, 1, 2]  # in seq order, first
+        spool.ack([0, 1, 2])
+        now.ns += 31 * NS
+        spool.append([out(4)])
+        spool.ack([3])  # acknowledging expires what is older than the window
+        assert spool.stats().kept == 1
+        assert spool.resend() == 1 and [b.seq for b in spool.peek(10)] == [3]
+
+
+def test_kept_batches_survive_a_restart_and_go_out_again(tmp_path: Path) -> None:
+    now = Now()
+    with open_spool(tmp_path, now, keep_sent_s=30) as spool:
+        spool.append([out(1), out(2)])
+        spool.ack([0])
+    with open_spool(tmp_path, now, keep_sent_s=30) as spool:  # a killed agent, restarted
+        assert spool.stats().batches == 1 and spool.stats().kept == 1
+        assert spool.resend() == 1
+        assert [b.seq for b in spool.peek(10)] == [0, 1]
+
+
+def test_without_a_window_acknowledged_batches_are_deleted(tmp_path: Path) -> None:
+    with open_spool(tmp_path) as spool:
+        spool.append([out(1), out(2)])
+        spool.ack([0])
+        assert spool.resend() == 0 and [b.seq for b in spool.peek(10)] == [1]
+        assert spool.stats().kept == 0
+
+
+def test_bounds_drop_kept_batches_without_counting_them_as_lost(tmp_path: Path) -> None:
+    with open_spool(tmp_path, max_bytes=4000, keep_sent_s=3600) as spool:
+        for i in range(20):
+            spool.append([Outgoing(TOPIC, (pt(i, alias=f"{i * 7919:x}" * 40),))])
+            spool.ack([i])  # delivered at once, kept for the window
+        stats = spool.stats()
+        assert stats.bytes <= 4000 and stats.kept < 20
+        assert (stats.batches, stats.dropped_batches, stats.dropped_points) == (0, 0, 0)
+
+
+def test_a_spool_from_before_the_resend_window_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    with open_spool(tmp_path) as spool:
+        spool.append([out(1), out(2)])
+        epoch = spool.epoch
+    with sqlite3.connect(path) as db:  # back to the schema-1 layout of older agents
+        db.execute("CREATE TABLE b1 AS SELECT seq, topic, payload, points, size, created_ns"
+                   " FROM batch")
+        db.execute("DROP TABLE batch")
+        db.execute("ALTER TABLE b1 RENAME TO batch")
+        db.execute("PRAGMA user_version=1")
+    with open_spool(tmp_path, keep_sent_s=30) as spool:
+        assert spool.epoch == epoch and [b.seq for b in spool.peek(10)] == [0, 1]
+        spool.ack([0])
+        assert spool.stats().kept == 1
