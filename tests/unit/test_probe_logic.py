@@ -222,3 +222,25 @@ def test_without_cap_net_raw_the_error_names_the_capability(
     err = capsys.readouterr().err
     assert "agent: cannot start" in err and "agent probe: cannot start" in err
     assert err.count("AmbientCapabilities=CAP_NET_RAW") == 2
+
+
+def test_a_manual_throughput_test_in_lessons_needs_force(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from agent.probes import schedule
+    from agent.probes.manual import EXIT_LESSONS, EXIT_OK
+    from agent.probes.manual import run as probe_run
+    from schoolnet.sim.servers import free_port
+
+    # Nothing listens on this loopback port: the forced test fails fast, as a point.
+    probes = PROBES.replace("throughput: {server: 127.0.0.1,",
+                            f"throughput: {{server: 127.0.0.1, port: {free_port()},")
+    site_file = str(_site(tmp_path, probes))
+    monkeypatch.setattr(schedule.ThroughputSchedule, "in_lessons", lambda self, now: True)
+    assert probe_run(site_file, throughput=True) == EXIT_LESSONS
+    assert "lesson time" in capsys.readouterr().err
+    assert probe_run(site_file, throughput=True, force=True, as_json=True) == EXIT_OK
+    (line,) = capsys.readouterr().out.splitlines()
+    point = json.loads(line)
+    assert point["measurement"] == "probe_throughput" and point["fields"]["ok"] == 0
+    assert point["fields"]["scheduled"] == 0 and "ratio_to_contract" not in point["fields"]
