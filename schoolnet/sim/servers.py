@@ -1,7 +1,8 @@
 """Launchers for the real servers the demo and the integration tests run on loopback.
 
-Each launcher starts one process (Mosquitto, VictoriaMetrics, snmpsim), waits until it
-really answers, and stops exactly that process by its PID. They are context managers::
+Each launcher starts one process (Mosquitto, VictoriaMetrics, InfluxDB 1.x, snmpsim),
+waits until it really answers, and stops exactly that process by its PID. They are
+context managers::
 
     with Mosquitto(workdir) as broker, VictoriaMetrics(workdir) as db:
         ...  # broker.port, db.url
@@ -21,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping
@@ -260,6 +262,116 @@ class VictoriaMetrics(ManagedProcess):
         q = urllib.parse.urlencode({"match[]": match} if match else {})
         with urllib.request.urlopen(f"{self.url}/api/v1/label/{label}/values?{q}", timeout=10) as r:
             return list(json.loads(r.read())["data"])
+
+
+class InfluxDB1(ManagedProcess):
+    """InfluxDB 1.x (Debian's ``influxdb`` package, 1.6) on loopback: InfluxQL and ``/write``.
+
+    The dashboards' queries are InfluxQL; this is the real server they are proven
+    against. It has the v1 API only (``/write``, ``/query``), no ``/api/v2/write``.
+    Both listeners (HTTP and the RPC one that backups use) bind to loopback on free
+    ports; usage reporting and the ``_internal`` self-monitoring database are off, so
+    nothing leaves the machine and the test database holds only what a test wrote.
+    ``database`` is created on every start (``CREATE DATABASE`` is idempotent).
+    """
+
+    name = "influxdb"
+
+    def __init__(self, workdir: Path, *, host: str = "127.0.0.1", port: int | None = None,
+                 database: str = "schoolnet") -> None:
+        super().__init__(workdir)
+        self.host = host
+        self.port = port or free_port(host)
+        self.rpc_port = free_port(host)
+        self.database = database
+        self.conf_path = self.workdir / "influxdb.conf"
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. http://127.0.0.1:8086."""
+        return f"http://{self.host}:{self.port}"
+
+    def prepare(self) -> None:
+        """Write influxdb.conf (data below the workdir, loopback listeners, quiet logs)."""
+        data = self.workdir / "influxdb-data"
+        self.conf_path.write_text(
+            # Debian's build names the usage-report switch "reporting-enabled" (opt-in);
+            # set it anyway, so no build ever phones home from a test.
+            "reporting-enabled = false\n"
+            "reporting-disabled = true\n"
+            f'bind-address = "{self.host}:{self.rpc_port}"\n'
+            "[meta]\n"
+            f'  dir = "{data}/meta"\n'
+            "[data]\n"
+            f'  dir = "{data}/data"\n'
+            f'  wal-dir = "{data}/wal"\n'
+            "  query-log-enabled = false\n"
+            "[monitor]\n"
+            "  store-enabled = false\n"
+            "[http]\n"
+            f'  bind-address = "{self.host}:{self.port}"\n'
+            "  log-enabled = false\n"
+            "[logging]\n"
+            '  level = "warn"\n'
+        )
+
+    def command(self) -> list[str]:
+        """influxd run -config <conf>."""
+        return [shutil.which("influxd") or "/usr/bin/influxd", "run", "-config",
+                str(self.conf_path)]
+
+    def is_ready(self) -> bool:
+        """/ping answers 204."""
+        with urllib.request.urlopen(f"{self.url}/ping", timeout=1) as r:
+            return bool(r.status == 204)
+
+    def __enter__(self) -> InfluxDB1:
+        self.start()
+        return self
+
+    def start(self) -> None:
+        """Start (see :meth:`ManagedProcess.start`), then create :attr:`database`."""
+        super().start()
+        self.query(f'CREATE DATABASE "{self.database}"', method="POST")
+
+    def write(self, lines: Iterable[str], *, precision: str = "ns") -> None:
+        """Write line protocol to :attr:`database` through the v1 ``/write``.
+
+        Raises ``urllib.error.HTTPError`` with InfluxDB's message when it refuses a line
+        (a field type conflict, a malformed line): a test must not lose data silently.
+        """
+        body = "\n".join(lines).encode()
+        q = urllib.parse.urlencode({"db": self.database, "precision": precision})
+        req = urllib.request.Request(f"{self.url}/write?{q}", data=body, method="POST")
+        with urllib.request.urlopen(req, timeout=30) as r:
+            if r.status != 204:
+                raise RuntimeError(f"influxdb /write answered {r.status}")
+
+    def query(self, q: str, *, epoch: str = "ms", method: str = "GET") -> list[dict[str, Any]]:
+        """Run InfluxQL against :attr:`database`; the ``results`` list of the answer.
+
+        A statement error (bad syntax, unknown function) raises ``RuntimeError`` with
+        InfluxDB's message, so a broken query never passes as "no data".
+        """
+        params = urllib.parse.urlencode({"db": self.database, "q": q, "epoch": epoch})
+        if method == "GET":
+            req = urllib.request.Request(f"{self.url}/query?{params}")
+        else:
+            req = urllib.request.Request(
+                f"{self.url}/query", data=params.encode(), method="POST",
+                headers={"Content-Type": "application/x-www-form-urlencoded"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                doc = json.loads(r.read())
+        except urllib.error.HTTPError as exc:  # 400 for a statement it cannot parse
+            doc = json.loads(exc.read() or b"{}") or {"error": f"HTTP {exc.code}"}
+        if "error" in doc:
+            raise RuntimeError(f"influxdb: {doc['error']}")
+        results: list[dict[str, Any]] = doc.get("results", [])
+        for res in results:
+            if "error" in res:
+                raise RuntimeError(f"influxdb: {res['error']} in: {q}")
+        return results
 
 
 def _ber_len(n: int) -> bytes:
