@@ -179,14 +179,16 @@ def converge(tmp_path_factory: pytest.TempPathFactory) -> Converge:
     wheels = tmp / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "-w", str(wheels), str(src)],
                    check=True, capture_output=True, timeout=300)
-    (tmp / "noc.yml").write_text("all:\n  children:\n    broker:\n      hosts:\n        noc.test:\n")
+    (tmp / "noc.yml").write_text("all:\n  children:\n    broker:\n      hosts:\n        noc.test:\n"
+                                  "    collector:\n      hosts:\n        noc.test:\n")
     user = "root" if os.getuid() == 0 else os.environ.get("USER", "nobody")
     extra = {
         "ansible_python_interpreter": sys.executable,
         "schoolnet_agent_pip_extra_args": f"--no-index --find-links {wheels}",
         "schoolnet_agent_system_packages": [],
         "schoolnet_agent_python": sys.executable,
-        "schoolnet_agent_install_dir": f"{root}/opt/schoolnet-agent",
+        # One venv for both programs here: the second role finds the package installed.
+        "schoolnet_agent_install_dir": f"{root}/opt/schoolnet",
         "schoolnet_agent_config_dir": f"{root}/etc/schoolnet-agent",
         "schoolnet_agent_systemd_dir": f"{root}/etc/systemd/system",
         "schoolnet_agent_system_user": user,
@@ -195,6 +197,21 @@ def converge(tmp_path_factory: pytest.TempPathFactory) -> Converge:
         "schoolnet_agent_manage_service": False,
         "schoolnet_agent_secrets": {"SCHOOLNET_MQTT_PASSWORD": PASSWORDS["gy-a"],
                                     "HERNE_SNMP_COMMUNITY": "public"},
+        "schoolnet_collector_pip_extra_args": f"--no-index --find-links {wheels}",
+        "schoolnet_collector_system_packages": [],
+        "schoolnet_collector_python": sys.executable,
+        "schoolnet_collector_install_dir": f"{root}/opt/schoolnet",
+        "schoolnet_collector_config_dir": f"{root}/etc/schoolnet-collector",
+        "schoolnet_collector_systemd_dir": f"{root}/etc/systemd/system",
+        "schoolnet_collector_system_user": user,
+        "schoolnet_collector_system_group": user,
+        "schoolnet_collector_create_user": False,
+        "schoolnet_collector_manage_service": False,
+        "schoolnet_collector_site_configs": str(configs),
+        "schoolnet_collector_mqtt_port": port,
+        "schoolnet_collector_mqtt_password": PASSWORDS["collector"],
+        # No influxdb host here: site.yml falls back to this (the path of an external InfluxDB).
+        "schoolnet_influx_write_token": "test-write-token",
         "mosquitto_broker_config_dir": str(tmp / "broker-config"),
         "mosquitto_packages": [],
         "mosquitto_config_dir": f"{root}/etc/mosquitto",
@@ -206,7 +223,7 @@ def converge(tmp_path_factory: pytest.TempPathFactory) -> Converge:
     (tmp / "vars.json").write_text(json.dumps(extra))
     env = ansible_env(tmp, SCHOOLNET_SITE_CONFIGS=str(configs))
     cmd = [str(PLAYBOOK), "-i", "inventory/sites", "-i", str(tmp / "noc.yml"), "-c", "local",
-           "-e", f"@{tmp / 'vars.json'}", "--limit", "broker:gy-a.herne", "site.yml"]
+           "-e", f"@{tmp / 'vars.json'}", "--limit", "broker:collector:gy-a.herne", "site.yml"]
     t0 = time.monotonic()
     first = run(cmd, env=env)
     t1 = time.monotonic()
@@ -240,7 +257,7 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 def test_the_agent_venv_and_config_pass_schoolnet_config_check(converge: Converge) -> None:
     assert converge.first.returncode == 0
-    schoolnet = converge.root / "opt/schoolnet-agent/bin/schoolnet"
+    schoolnet = converge.root / "opt/schoolnet/bin/schoolnet"
     res = subprocess.run([str(schoolnet), "--version"], capture_output=True, text=True, check=False)
     assert res.returncode == 0 and "0.1.0" in res.stdout
     env_file = converge.agent_config_dir / "agent.env"
@@ -253,20 +270,37 @@ def test_the_agent_venv_and_config_pass_schoolnet_config_check(converge: Converg
     assert "ok: 1 tenant(s), 1 site(s), 1 device(s)" in res.stdout
 
 
-def test_the_unit_passes_systemd_analyze_verify_and_is_hardened(converge: Converge) -> None:
+def test_the_units_pass_systemd_analyze_verify_and_are_hardened(converge: Converge) -> None:
     assert converge.first.returncode == 0
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze is not installed")
-    res = subprocess.run(["systemd-analyze", "verify", "--man=no", str(converge.unit)],
-                         capture_output=True, text=True, check=False)
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert "Unknown" not in res.stderr and "ignoring" not in res.stderr, res.stderr
+    for unit in (converge.unit, converge.unit.with_name("schoolnet-collector.service")):
+        res = subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit)],
+                             capture_output=True, text=True, check=False)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "Unknown" not in res.stderr and "ignoring" not in res.stderr, res.stderr
     unit = converge.unit.read_text()
     for line in ("AmbientCapabilities=CAP_NET_RAW", "CapabilityBoundingSet=CAP_NET_RAW",
                  "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes",
                  "PrivateTmp=yes", "StateDirectory=schoolnet-agent", "Restart=on-failure",
                  "StandardOutput=journal"):
         assert f"\n{line}\n" in unit, line
+
+
+def test_the_collector_config_loads_with_its_deployed_secrets(
+        converge: Converge, monkeypatch: pytest.MonkeyPatch) -> None:
+    from collector.config import load_config
+
+    assert converge.first.returncode == 0
+    cdir = converge.root / "etc/schoolnet-collector"
+    for name, value in read_env_file(cdir / "collector.env").items():
+        monkeypatch.setenv(name, value)
+    cfg = load_config(cdir / "collector.yaml")
+    assert (cfg.mqtt.port, cfg.mqtt.username) == (converge.broker_port, "collector")
+    assert cfg.mqtt.password is not None and cfg.mqtt.password.reveal() == PASSWORDS["collector"]
+    assert cfg.influx.token is not None and cfg.influx.token.reveal() == "test-write-token"
+    assert Path(cfg.inventory) == cdir / "site-configs"
+    assert cfg.state_dir == "/var/lib/schoolnet-collector"
 
 
 class DeployedMosquitto(ManagedProcess):
