@@ -104,6 +104,8 @@ def client_options(site: Site, *, version: str, timeout_s: float) -> dict[str, A
     if b.tls:
         # create_default_context verifies the server certificate and host name.
         tls = ssl.create_default_context(cafile=b.ca_file)
+        if b.cert_file is not None:  # a client certificate, for brokers that require one
+            tls.load_cert_chain(b.cert_file, b.key_file)
     return {
         "hostname": b.host,
         "port": b.port,

@@ -54,6 +54,9 @@ class MqttSettings:
     port: int = 1883
     tls: bool = False
     ca_file: str | None = None
+    #: Client certificate and key (PEM), if the broker requires one.
+    cert_file: str | None = None
+    key_file: str | None = None
     username: str | None = None
     password: Secret | None = None
     #: Stable id: the broker keeps this client's session (subscriptions and queued
@@ -149,6 +152,8 @@ def _read_mqtt(r: MappingReader) -> MqttSettings:
         port=r.value("port", int, d.port, _port),
         tls=r.value("tls", bool, d.tls),
         ca_file=r.value("ca_file", str, None),
+        cert_file=r.value("cert_file", str, None),
+        key_file=r.value("key_file", str, None),
         username=r.value("username", str, None),
         password=r.secret("password", required=False),
         client_id=r.value("client_id", str, d.client_id,
@@ -163,6 +168,8 @@ def _read_mqtt(r: MappingReader) -> MqttSettings:
         reconnect_min_s=r.value("reconnect_min_s", float, d.reconnect_min_s, positive),
         reconnect_max_s=r.value("reconnect_max_s", float, d.reconnect_max_s, positive),
     )
+    if (m.cert_file is None) != (m.key_file is None):
+        r.issues.add(r.node, r.sub("cert_file"), "give both cert_file and key_file, or neither")
     r.finish()
     return m
 

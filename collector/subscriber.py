@@ -123,6 +123,8 @@ class MqttSubscriber:
     def _client(self) -> aiomqtt.Client:
         s = self.settings
         tls = ssl.create_default_context(cafile=s.ca_file) if s.tls else None
+        if tls is not None and s.cert_file is not None:
+            tls.load_cert_chain(s.cert_file, s.key_file)
         password = s.password.reveal() if s.password is not None else None
         common: dict[str, Any] = {
             "hostname": s.host, "port": s.port, "identifier": s.client_id,

@@ -87,6 +87,8 @@ def _mount() -> None:
     from agent.cli import agent
     from collector.cli import collector
     from collector.outages.cli import maintenance, outages_command
+    from collector.statuscli import status_command
+    from schoolnet.brokerconfig import broker_config_command
     from schoolnet.demo.cli import demo
 
     main.add_command(agent)
@@ -94,6 +96,8 @@ def _mount() -> None:
     main.add_command(demo)
     main.add_command(outages_command)
     main.add_command(maintenance)
+    main.add_command(status_command)
+    main.add_command(broker_config_command)
 
     from schoolnet.uplink.cli import uplink
 

@@ -140,6 +140,9 @@ class BrokerSettings:
     port: int = 1883
     tls: bool = False
     ca_file: str | None = None
+    #: Client certificate and key (PEM) for brokers that require one (optional).
+    cert_file: str | None = None
+    key_file: str | None = None
     username: str | None = None  # default: the site id
     password: Secret | None = None
     keepalive_s: int = 30
@@ -256,10 +259,14 @@ def _read_broker(r: MappingReader) -> BrokerSettings:
         port=r.value("port", int, 1883, _check_port),
         tls=r.value("tls", bool, False),
         ca_file=r.value("ca_file", str, None),
+        cert_file=r.value("cert_file", str, None),
+        key_file=r.value("key_file", str, None),
         username=r.value("username", str, None),
         password=r.secret("password", required=False),
         keepalive_s=r.value("keepalive_s", int, 30, positive),
     )
+    if (b.cert_file is None) != (b.key_file is None):
+        r.issues.add(r.node, r.sub("cert_file"), "give both cert_file and key_file, or neither")
     r.finish()
     return b
 
