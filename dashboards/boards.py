@@ -1,32 +1,44 @@
 """What the NOC sees: the five schoolnet dashboards as data (panels, InfluxQL, units).
 
-Measurements and fields are the ones in docs/data-model.md; the ones other issues are
-still building (uplink probes, WLAN, the collector's ``maintenance`` points) are listed
-in docs/dashboards.md with the panels that wait for them. Conventions of every query:
-
-* filtered by ``"tenant" =~ /^$tenant$/ AND "site" =~ /^$site$/`` (the variables; no
-  tenant or site is ever written into a query);
-* every shown column named with ``AS "..."`` (the query test checks those columns);
-* "now" panels look at the last 15 minutes (``RECENT``), whatever the time range;
-  "open outage" panels at the outage history the collector keeps (``OPEN_WINDOW``, its
-  ``alerting.history_days`` default), so an outage opened three weeks ago still shows;
-* only functions InfluxDB 3's InfluxQL also has (no SLIMIT, INTEGRAL, SAMPLE, HOLT_WINTERS).
+Measurements and fields are the ones in docs/data-model.md; docs/dashboards.md lists
+which panel reads what, and what still waits for data. The conventions every query
+follows (filters, time windows, named columns, portable InfluxQL) are in
+:mod:`dashboards.conventions`.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
+from dashboards.conventions import (
+    AP_UP,
+    DEGRADED,
+    DOWN,
+    DOWN_KINDS,
+    EXTERNAL,
+    KIND,
+    LAST_SEEN,
+    MAINTENANCE,
+    OK_FAIL,
+    OPEN_WINDOW,
+    OUTAGE_ANNOTATION,
+    POE_BUDGET,
+    RECENT,
+    SCHOOL_LINK,
+    SINCE,
+    SITE_STATES,
+    SITES,
+    UP_DOWN,
+    open_outages_query,
+    variables,
+)
 from dashboards.grafana import (
-    BLUE,
     GREEN,
     GREY,
     NEUTRAL,
-    ORANGE,
     RED,
     Json,
     Query,
-    annotation,
     bargauge,
     colored_cell,
     dashboard,
@@ -43,76 +55,10 @@ from dashboards.grafana import (
     stat,
     state_timeline,
     table,
-    tag_variable,
     thresholds,
     timeseries,
     value_mappings,
 )
-
-SITES: Final = '"tenant" =~ /^$tenant$/ AND "site" =~ /^$site$/'
-RECENT: Final = "time > now() - 15m"
-OPEN_WINDOW: Final = "time > now() - 90d"
-#: Targets beyond the school's own network: what the uplink is judged by (as the
-#: outage engine does, collector/outages/conditions.py).
-EXTERNAL: Final = '"target_kind" !~ /^(gateway|lan)$/'
-#: PoE budget points (one per power source) have no port tag; port points do.
-POE_BUDGET: Final = "\"ifindex\" = ''"
-#: AP states that mean "serving clients" (Aruba: up; Cisco: associated).
-AP_UP: Final = "/^(up|associated)$/"
-#: Outage kinds that mean "the school is cut off" (the rest: degraded).
-DOWN_KINDS: Final = "/^(agent|uplink)$/"
-
-#: Site state codes of the NOC grid; max() over a site's rows picks the one shown, so
-#: maintenance (someone is on it) wins over down, down over degraded.
-UP, DEGRADED, DOWN, MAINTENANCE = 0, 1, 2, 3
-SITE_STATES: Final = value_mappings({
-    UP: ("UP", GREEN), DEGRADED: ("DEGRADED", ORANGE), DOWN: ("DOWN", RED),
-    MAINTENANCE: ("MAINTENANCE", BLUE)})
-UP_DOWN: Final = value_mappings({1: ("UP", GREEN), 0: ("DOWN", RED)}, null=("no data", GREY))
-OK_FAIL: Final = value_mappings({1: ("OK", GREEN), 0: ("FAIL", RED)})
-#: Outage kinds as the NOC reads them; red: the school is cut off.
-OUTAGE_KINDS: Final = value_mappings({
-    "agent": ("site offline", RED), "uplink": ("uplink down", RED),
-    "uplink_quality": ("uplink degraded", ORANGE),
-    "uplink_throughput": ("below contract", ORANGE),
-    "uplink_saturation": ("uplink saturated", ORANGE), "aps": ("access points", ORANGE),
-    "device": ("device down", ORANGE), "interface": ("port down", ORANGE)})
-
-SINCE: Final = override("Time", unit="dateTimeFromNow", displayName="Since")
-LAST_SEEN: Final = override("Time", unit="dateTimeFromNow", displayName="Last data")
-KIND: Final = override("kind", mappings=OUTAGE_KINDS, custom_cellOptions=colored_cell())
-SCHOOL_LINK: Final = {
-    "title": "School detail",
-    "url": "/d/schoolnet-school/?var-tenant=${__data.fields.tenant}"
-           "&var-site=${__data.fields.site}&${__url_time_range}",
-}
-
-
-def _variables(*, multi: bool) -> list[Json]:
-    return [
-        tag_variable("tenant", "School authority",
-                     'SHOW TAG VALUES FROM "agent" WITH KEY = "tenant"', multi=multi),
-        tag_variable("site", "School",
-                     'SHOW TAG VALUES FROM "agent" WITH KEY = "site" '
-                     'WHERE "tenant" =~ /^$tenant$/', multi=multi),
-    ]
-
-
-#: Root outages (not the ones recorded as affected by another) as annotations.
-OUTAGE_ANNOTATION: Final = annotation(
-    "Outages",
-    'SELECT "event" AS "event", "id" AS "id", "site" AS "site", "kind" AS "kind", '
-    f'"entity" AS "entity" FROM "outage" WHERE {SITES} AND "root" = 0 AND $timeFilter',
-    text="event", tags="site,kind,entity", color=RED)
-
-
-def _open_outages(columns: str, outer: str = "") -> str:
-    """The latest event of every outage entity, kept where it is still open."""
-    return (f"SELECT {columns} FROM (SELECT last(\"open\") AS \"open\", \"id\", \"event\", "
-            '"affected", "notified", "root", "duration_s" FROM "outage" '
-            f'WHERE {SITES} AND {OPEN_WINDOW} GROUP BY "tenant", "site", "kind", "entity") '
-            f'WHERE "open" = 1 AND "root" = 0 AND {OPEN_WINDOW}{outer}')
-
 
 # -- NOC overview -----------------------------------------------------------------------
 
@@ -148,7 +94,7 @@ def noc_overview() -> Json:
         "'affected'). Since: time of its latest event (the opening, or a later "
         "flapping/still-down update). Affected: devices behind it that are down or "
         "without data.",
-        [Query(influxql=_open_outages(
+        [Query(influxql=open_outages_query(
             '"id" AS "id", "event" AS "event", "affected" AS "affected", '
             '"notified" AS "mailed", "duration_s" AS "held_s"',
             ' GROUP BY "tenant", "site", "kind", "entity"'), table=True)],
@@ -245,7 +191,7 @@ def noc_overview() -> Json:
         description="Which schools are down now, which uplinks are bad, who is silent.",
         panels=[site_state, open_outages, worst_uplinks, data_arriving, last_data, aps,
                 devices_down],
-        variables=_variables(multi=True), annotations=[OUTAGE_ANNOTATION],
+        variables=variables(multi=True), annotations=[OUTAGE_ANNOTATION],
         time_from="now-6h", refresh="1m")
 
 
@@ -358,7 +304,7 @@ def school_detail() -> Json:
                     "the uplink against its contract.",
         panels=[devices, reachability, traffic, utilization, top_ports, error_ports,
                 poe_budget, poe_power, temperatures, outages],
-        variables=_variables(multi=False), annotations=[OUTAGE_ANNOTATION],
+        variables=variables(multi=False), annotations=[OUTAGE_ANNOTATION],
         time_from="now-6h", refresh="1m")
 
 
@@ -449,7 +395,7 @@ def uplink_quality() -> Json:
         description="Does each school get the internet it pays for?",
         panels=[latency, loss, jitter, p95, tests, contract, utilization, services,
                 response],
-        variables=_variables(multi=True), annotations=[OUTAGE_ANNOTATION],
+        variables=variables(multi=True), annotations=[OUTAGE_ANNOTATION],
         time_from="now-24h", refresh="5m")
 
 
@@ -560,7 +506,7 @@ def wlan() -> Json:
         description="Access points and clients: where the WLAN is overloaded or down.",
         panels=[clients_now, aps_down, down_list, per_site, per_ap, per_ssid, busiest_aps,
                 busiest_channels, least_seen],
-        variables=_variables(multi=True), annotations=[OUTAGE_ANNOTATION],
+        variables=variables(multi=True), annotations=[OUTAGE_ANNOTATION],
         time_from="now-6h", refresh="1m")
 
 
@@ -576,7 +522,7 @@ def outages() -> Json:
              [Query(influxql=f'SELECT count("id") AS "opened" FROM "outage" WHERE {opened} '
                              'AND $timeFilter')], unit="short"),
         stat("Open now", "Open outages that are not a consequence of another one.",
-             [Query(influxql=_open_outages('count("open") AS "open"'))],
+             [Query(influxql=open_outages_query('count("open") AS "open"'))],
              unit="short", thresholds_=higher_is_worse(1, 1)),
         stat("Mean time to resolve", "Of the mailed outages resolved in the time range.",
              [Query(influxql=f'SELECT mean("duration_s") AS "mttr" FROM "outage" '
@@ -615,7 +561,7 @@ def outages() -> Json:
     return dashboard(
         uid="schoolnet-outages", title="schoolnet · Outages",
         description="What happened: every outage, its duration and what it affected.",
-        panels=panels, variables=_variables(multi=True), annotations=[OUTAGE_ANNOTATION],
+        panels=panels, variables=variables(multi=True), annotations=[OUTAGE_ANNOTATION],
         time_from="now-7d", refresh="5m")
 
 
