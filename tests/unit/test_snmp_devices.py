@@ -159,7 +159,10 @@ def test_aruba_instant_ap_radios_and_ssid() -> None:
     assert ap.fields["ip"] == "10.128.0.11" and ap.fields["cpu_pct"] == 9
     assert ap_clients.fields == {"clients": 0}
     radios = {p.tags["radio"]: p for p in of(points, "ap_radio")}
-    assert radios["0"].fields["channel"] == "116E" and radios["1"].fields["channel"] == "6"
+    # Instant reports channels as text ("116E"); a string field must not share the name
+    # of the controllers' integer `channel` (InfluxDB fixes a field's type).
+    assert radios["0"].fields["channel_name"] == "116E" and radios["1"].fields["channel_name"] == "6"
+    assert "channel" not in radios["0"].fields
     assert radios["1"].fields["channel_util_pct"] == 14
     assert radios["0"].tags["ap"] == "instant-ap-src-1"
     (ssid,) = of(points, "ssid")
