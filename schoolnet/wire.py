@@ -31,7 +31,9 @@ tag column values, its field values, the group's ``time_ns``. A group's columns 
 fit the per-point limits (``len(tags) + len(tag_columns) <= max_tags``, ``1 <=
 len(field_columns) <= max_fields``), columns must not repeat, every row must have one
 value per column and at least one field. Everything else is checked per value exactly
-as in v1, with the same ``reason`` codes.
+as in v1, with the same ``reason`` codes. Grouping and the group and row checks are in
+:mod:`schoolnet.wire_groups`; :func:`decode_batch_groups` also returns the checked groups,
+which the collector formats into line protocol row by row.
 
 Version 1: one object per point, still decoded::
 
@@ -63,10 +65,8 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from itertools import chain, repeat
-from operator import itemgetter
 from typing import Any, Final
 
 orjson: Any
@@ -339,63 +339,6 @@ def _loads(payload: bytes, limits: Limits) -> Any:
     return _loads_counted(payload, limits)[0]
 
 
-_MISSING: Final = object()
-
-
-def _group_json(run: list[Point]) -> dict[str, Any]:
-    """One v2 group: ``run`` shares measurement and timestamp (see the module doc)."""
-    first = run[0].tags
-    shared = {k: v for k, v in first.items()
-              if all(q.tags.get(k, _MISSING) == v for q in run[1:])}
-    tkeys: dict[str, None] = {}
-    fkeys: dict[str, None] = {}
-    for q in run:
-        tkeys.update(dict.fromkeys(q.tags))
-        fkeys.update(dict.fromkeys(q.fields))
-        if None in q.tags.values() or None in q.fields.values():
-            # null means "absent" in a row: refuse it here, as v1 decoding would.
-            raise WireError("bad_type", f"a {q.measurement} point has a null value")
-    tcols = sorted(k for k in tkeys if k not in shared)
-    fcols = list(fkeys)
-    return {
-        "measurement": run[0].measurement,
-        "time_ns": run[0].time_ns,
-        "tags": shared,
-        "tag_columns": tcols,
-        "field_columns": fcols,
-        "rows": [[q.tags.get(k) for k in tcols] + [q.fields.get(k) for k in fcols]
-                 for q in run],
-    }
-
-
-def group_points(points: tuple[Point, ...] | list[Point],
-                 limits: Limits = DEFAULT_LIMITS) -> list[dict[str, Any]]:
-    """The v2 groups of ``points``: runs of consecutive points with the same measurement
-    and timestamp, cut where a group's columns would break the per-point limits.
-
-    Points keep their order. Tag columns are sorted (the collector's line encoder can
-    then format a row's values in the order they come).
-    """
-    groups: list[dict[str, Any]] = []
-    i, n = 0, len(points)
-    while i < n:
-        p = points[i]
-        tkeys, fkeys = set(p.tags), set(p.fields)
-        j = i + 1
-        while j < n:
-            q = points[j]
-            if q.measurement != p.measurement or q.time_ns != p.time_ns:
-                break
-            tkeys2, fkeys2 = tkeys | q.tags.keys(), fkeys | q.fields.keys()
-            if len(tkeys2) > limits.max_tags or len(fkeys2) > limits.max_fields:
-                break
-            tkeys, fkeys = tkeys2, fkeys2
-            j += 1
-        groups.append(_group_json(list(points[i:j])))
-        i = j
-    return groups
-
-
 def encode_batch(batch: Batch, limits: Limits = DEFAULT_LIMITS) -> bytes:
     """Serialise a batch in the form ``batch.v`` names; raises :class:`WireError` if it
     breaks a limit.
@@ -408,7 +351,7 @@ def encode_batch(batch: Batch, limits: Limits = DEFAULT_LIMITS) -> bytes:
     doc: dict[str, Any] = {"v": batch.v, "site": batch.site, "seq": batch.seq,
                            "epoch": batch.epoch}
     if batch.v == BATCH_V2:
-        doc["groups"] = group_points(batch.points, limits)
+        doc["groups"] = _groups.group_points(batch.points, limits)
     elif batch.v == BATCH_V1:
         doc["points"] = [p.to_json() for p in batch.points]
     else:
@@ -573,289 +516,6 @@ def _check_point_fast(obj: Any, i: int, limits: Limits, lo_ns: int, hi_ns: int) 
     return _check_point(obj, i, limits, lo_ns, hi_ns)
 
 
-_GROUP_KEYS: Final = frozenset(
-    {"measurement", "time_ns", "tags", "tag_columns", "field_columns", "rows"})
-
-
-@dataclass(frozen=True, slots=True)
-class _GroupHead:
-    """The checked parts of a v2 group other than its rows."""
-
-    measurement: str
-    time_ns: int
-    tags: dict[str, str]
-    tag_columns: tuple[str, ...]
-    field_columns: tuple[str, ...]
-    rows: list[Any]
-    where: str
-
-
-def _check_group_head(obj: Any, i: int, limits: Limits, lo_ns: int, hi_ns: int) -> _GroupHead:
-    where = f"groups[{i}]"
-    if not isinstance(obj, dict):
-        raise WireError("bad_type", f"{where} is not an object")
-    if not obj.keys() <= _GROUP_KEYS:
-        raise WireError("bad_point", f"{where} has unknown keys")
-    m = obj.get("measurement")
-    ts = obj.get("time_ns")
-    tags, tcols = obj.get("tags", _NO_TAGS), obj.get("tag_columns", [])
-    fcols, rows = obj.get("field_columns"), obj.get("rows")
-    if not isinstance(m, str):
-        raise WireError("bad_type", f"{where}.measurement is not a string")
-    allowed = MEASUREMENT_TAGS.get(m)
-    if allowed is None:
-        raise WireError("unknown_measurement", f"{where}: {m[:64]!r}")
-    if not (isinstance(tags, dict) and isinstance(tcols, list) and isinstance(fcols, list)
-            and isinstance(rows, list)):
-        raise WireError("bad_type", f"{where}: tags must be an object; tag_columns, "
-                                    "field_columns and rows lists")
-    if type(ts) is not int:
-        raise WireError("bad_type", f"{where}.time_ns is not an integer")
-    if not lo_ns <= ts <= hi_ns:
-        raise WireError("bad_time", f"{where}.time_ns is out of the accepted window")
-    if len(tags) + len(tcols) > limits.max_tags:
-        raise WireError("too_many_tags", f"{where} has {len(tags) + len(tcols)} tag keys")
-    _check_tags(tags, allowed, m, where, limits)
-    for k in tcols:
-        if not isinstance(k, str):
-            raise WireError("bad_type", f"{where}.tag_columns holds a non-string")
-        if k not in allowed:
-            reason = "topic_tag" if k in TOPIC_TAGS else "unknown_tag"
-            raise WireError(reason, f"{where}: tag {k[:64]!r} not allowed on {m}")
-    if len(set(tcols)) != len(tcols) or not tags.keys().isdisjoint(tcols):
-        raise WireError("bad_point", f"{where}: a tag column repeats a tag key")
-    if not fcols:
-        raise WireError("bad_point", f"{where} has no field columns")
-    if len(fcols) > limits.max_fields:
-        raise WireError("too_many_fields", f"{where} has {len(fcols)} field columns")
-    for k in fcols:
-        if not isinstance(k, str):
-            raise WireError("bad_type", f"{where}.field_columns holds a non-string")
-        if k not in _good_field_keys and not _field_keys_ok((k,)):
-            raise WireError("bad_key", f"{where}: field key {k[:64]!r}")
-    if len(set(fcols)) != len(fcols):
-        raise WireError("bad_point", f"{where}: a field column repeats")
-    if not rows:
-        raise WireError("bad_point", f"{where} has no rows")
-    return _GroupHead(m, ts, tags, tuple(tcols), tuple(fcols), rows, where)
-
-
-def _check_row(row: Any, j: int, g: _GroupHead, limits: Limits) -> Point:
-    """One row of a group, every check in order: the reference for the reasons."""
-    where = f"{g.where}.rows[{j}]"
-    if not isinstance(row, list):
-        raise WireError("bad_type", f"{where} is not a list")
-    nt, nf = len(g.tag_columns), len(g.field_columns)
-    if len(row) != nt + nf:
-        raise WireError("bad_point", f"{where} has {len(row)} values for {nt + nf} columns")
-    tags = dict(g.tags)
-    for k, v in zip(g.tag_columns, row, strict=False):
-        if v is None:
-            continue
-        if not isinstance(v, str):
-            raise WireError("bad_type", f"{where}.tags.{k} is not a string")
-        if not v or len(v) > limits.max_tag_value_len:
-            raise WireError("bad_tag_value", f"{where}.tags.{k} is empty or too long")
-        tags[k] = v
-    fields: dict[str, FieldValue] = {}
-    for k, v in zip(g.field_columns, row[nt:], strict=True):
-        if v is not None:
-            _check_field_value(k, v, where, limits)
-            fields[k] = v
-    if not fields:
-        raise WireError("bad_point", f"{where} has no fields")
-    return Point(g.measurement, tags, fields, g.time_ns)
-
-
-@dataclass(frozen=True, slots=True)
-class _RowLayout:
-    """What the fast row check needs to know about one sequence of value types."""
-
-    full: bool  # no None: tags are row[:nt], fields row[nt:]
-    tag_idx: tuple[int, ...]  # present tag columns (str values)
-    field_idx: tuple[int, ...]  # present field values, as indices into the row
-    tag_pick: Callable[[list[Any]], tuple[Any, ...]] | None
-    field_pick: Callable[[list[Any]], tuple[Any, ...]] | None
-    field_strs: Callable[[list[Any]], tuple[Any, ...]] | None
-    floats: Callable[[list[Any]], tuple[Any, ...]] | None
-    ints: Callable[[list[Any]], tuple[Any, ...]] | None
-
-
-#: Stands for "no valid row has these types" in a dict of layouts.
-_NO_LAYOUT: Final = _RowLayout(False, (), (), None, None, None, None, None)
-_TAG_TYPES: Final = frozenset({str, type(None)})
-_FIELD_TYPES: Final = frozenset({int, float, bool, str, type(None)})
-#: Row layouts by (tag column count, value types); bounded like the key caches.
-_row_layouts: dict[tuple[int, tuple[type, ...]], _RowLayout | None] = {}
-
-
-def _pick(indices: tuple[int, ...] | list[int]) -> Callable[[list[Any]], tuple[Any, ...]] | None:
-    """A C-speed picker returning a tuple (itemgetter returns a scalar for one index)."""
-    if not indices:
-        return None
-    if len(indices) == 1:
-        i = indices[0]
-        return lambda r: (r[i],)
-    return itemgetter(*indices)
-
-
-def _row_layout(nt: int, types: tuple[type, ...]) -> _RowLayout | None:
-    """The layout of rows with these value types; None if such a row is never valid."""
-    key = (nt, types)
-    if key in _row_layouts:
-        return _row_layouts[key]
-    lay: _RowLayout | None = None
-    none = type(None)
-    if set(types[:nt]) <= _TAG_TYPES and set(types[nt:]) <= _FIELD_TYPES:
-        tag_idx = tuple(i for i in range(nt) if types[i] is str)
-        field_idx = tuple(i for i in range(nt, len(types)) if types[i] is not none)
-        if field_idx:
-            lay = _RowLayout(
-                full=none not in types, tag_idx=tag_idx, field_idx=field_idx,
-                tag_pick=_pick(tag_idx), field_pick=_pick(field_idx),
-                field_strs=_pick([i for i in field_idx if types[i] is str]),
-                floats=_pick([i for i in field_idx if types[i] is float]),
-                ints=_pick([i for i in field_idx if types[i] is int]))
-    if len(_row_layouts) >= 4096:
-        _row_layouts.clear()
-    _row_layouts[key] = lay
-    return lay
-
-
-#: Builds a Point without the frozen dataclass's four object.__setattr__ calls (half the
-#: cost; :func:`_check_rows` makes one per row). Same object as ``Point(...)`` makes.
-_new_point: Final = object.__new__
-_set_measurement: Final = Point.__dict__["measurement"].__set__
-_set_tags: Final = Point.__dict__["tags"].__set__
-_set_fields: Final = Point.__dict__["fields"].__set__
-_set_time: Final = Point.__dict__["time_ns"].__set__
-
-
-def _make_point(measurement: str, tags: Mapping[str, str], fields: Mapping[str, FieldValue],
-                time_ns: int) -> Point:
-    """``Point(measurement, tags, fields, time_ns)``, twice as fast (see _new_point)."""
-    p = _new_point(Point)
-    _set_measurement(p, measurement)
-    _set_tags(p, tags)
-    _set_fields(p, fields)
-    _set_time(p, time_ns)
-    return p
-
-
-def _check_uniform_rows(g: _GroupHead, limits: Limits, floats_ok: bool, ints_ok: bool,
-                        ) -> PointGroup | None:
-    """:func:`_check_rows` for a group whose rows all have the same value types and no
-    null: every check and every point is made for the whole group at once, in C (map
-    chains). None when the group is not like that or any check fails: then
-    :func:`_check_rows` looks at each row.
-    """
-    rows = g.rows
-    nt = len(g.tag_columns)
-    if set(map(type, rows)) != {list}:
-        return None
-    all_types = list(map(tuple, map(map, repeat(type), rows)))
-    types = all_types[0]
-    if all_types.count(types) != len(all_types) or len(types) != nt + len(g.field_columns):
-        return None
-    lay = _row_layout(nt, types)
-    if lay is None or not lay.full:
-        return None
-    if lay.tag_pick is not None:
-        lens = list(map(len, chain.from_iterable(map(lay.tag_pick, rows))))
-        if min(lens) == 0 or max(lens) > limits.max_tag_value_len:
-            return None
-    if lay.field_strs is not None and max(map(
-            len, chain.from_iterable(map(lay.field_strs, rows)))) > limits.max_string_field_len:
-        return None
-    if not floats_ok and lay.floats is not None and not math.isfinite(
-            sum(chain.from_iterable(map(lay.floats, rows)))):
-        return None
-    if not ints_ok and lay.ints is not None:
-        vals = list(chain.from_iterable(map(lay.ints, rows)))
-        if max(vals) > INT64_MAX or min(vals) < INT64_MIN:
-            return None
-    shared = g.tags
-    keys = (*shared, *g.tag_columns)
-    tags = map(dict, map(zip, repeat(keys), map(chain, repeat(tuple(shared.values())), rows)))
-    fields = map(dict, map(zip, repeat(g.field_columns), map(itemgetter(slice(nt, None)), rows)))
-    points = tuple(map(_make_point, repeat(g.measurement), tags, fields, repeat(g.time_ns)))
-    return PointGroup(g.measurement, g.time_ns, shared, g.tag_columns, g.field_columns,
-                      tuple(rows), (types,) * len(rows), points)
-
-
-def _check_rows(g: _GroupHead, limits: Limits, floats_ok: bool, ints_ok: bool,
-                ) -> PointGroup:
-    """Every row of a checked group head: the fast path of :func:`_check_row`.
-
-    Accepts only rows :func:`_check_row` accepts (the value types of a row pick a
-    precomputed layout; lengths, emptiness and ranges are checked per row in C); any
-    doubt goes to :func:`_check_row`, which finds the exact reason. ``floats_ok`` and
-    ``ints_ok`` say the parser already rules out non-finite floats and integers beyond
-    64 bits.
-    """
-    m, ts, shared = g.measurement, g.time_ns, g.tags
-    tcols, fcols = g.tag_columns, g.field_columns
-    nt, ncols = len(tcols), len(tcols) + len(fcols)
-    max_tag, max_str = limits.max_tag_value_len, limits.max_string_field_len
-    uniform = _check_uniform_rows(g, limits, floats_ok, ints_ok)
-    if uniform is not None:
-        return uniform
-    layouts: dict[tuple[type, ...], _RowLayout] = {}
-    names: dict[_RowLayout, tuple[tuple[str, ...], tuple[str, ...]]] = {}
-    points: list[Point] = []
-    all_types: list[tuple[type, ...]] = []
-    new, set_m, set_tags, set_fields, set_time = (
-        _new_point, _set_measurement, _set_tags, _set_fields, _set_time)
-    for j, row in enumerate(g.rows):
-        if type(row) is not list or len(row) != ncols:
-            all_types.append(tuple(map(type, row)) if isinstance(row, list) else ())
-            points.append(_check_row(row, j, g, limits))  # raises
-            continue
-        types = tuple(map(type, row))
-        all_types.append(types)
-        lay = layouts.get(types)
-        if lay is None:
-            lay = layouts[types] = _row_layout(nt, types) or _NO_LAYOUT
-        if lay is _NO_LAYOUT:
-            points.append(_check_row(row, j, g, limits))  # raises
-            continue
-        ok = True
-        if lay.tag_pick is not None:
-            lens = tuple(map(len, lay.tag_pick(row)))
-            ok = min(lens) > 0 and max(lens) <= max_tag
-        if ok and lay.field_strs is not None:
-            ok = max(map(len, lay.field_strs(row))) <= max_str
-        if ok and not floats_ok and lay.floats is not None:
-            ok = math.isfinite(sum(lay.floats(row)))  # an overflow: _check_row decides
-        if ok and not ints_ok and lay.ints is not None:
-            vals = lay.ints(row)
-            ok = max(vals) <= INT64_MAX and min(vals) >= INT64_MIN
-        if not ok:
-            points.append(_check_row(row, j, g, limits))
-            continue
-        tags = shared.copy()
-        if lay.full:
-            tags.update(zip(tcols, row, strict=False))  # the first nt values
-            fields = dict(zip(fcols, row[nt:], strict=True))
-        else:
-            got = names.get(lay)
-            if got is None:
-                got = names[lay] = (tuple(tcols[i] for i in lay.tag_idx),
-                                    tuple(fcols[i - nt] for i in lay.field_idx))
-            if lay.tag_pick is not None:
-                tags.update(zip(got[0], lay.tag_pick(row), strict=True))
-            assert lay.field_pick is not None
-            fields = dict(zip(got[1], lay.field_pick(row), strict=True))
-        p = new(Point)
-        set_m(p, m)
-        set_tags(p, tags)
-        set_fields(p, fields)
-        set_time(p, ts)
-        points.append(p)
-    return PointGroup(m, ts, shared, tcols, fcols, tuple(g.rows), tuple(all_types),
-                      tuple(points))
-
-
 def _check_batch_head(doc: Any) -> tuple[str, int, str, int]:
     if not isinstance(doc, dict):
         raise WireError("bad_type", "payload is not a JSON object")
@@ -897,7 +557,7 @@ def decode_batch_groups(
         raise WireError("bad_type", "groups is not a list")
     if len(groups) > limits.max_points:
         raise WireError("too_many_points", f"{len(groups)} groups > {limits.max_points}")
-    heads = [_check_group_head(g, i, limits, lo, hi) for i, g in enumerate(groups)]
+    heads = [_groups.check_group_head(g, i, limits, lo, hi) for i, g in enumerate(groups)]
     rows = sum(len(g.rows) for g in heads)
     if rows > limits.max_points:
         raise WireError("too_many_points", f"{rows} > {limits.max_points}")
@@ -906,7 +566,7 @@ def decode_batch_groups(
     # value fits in 64 bits.
     floats_ok = runs >= 0
     ints_ok = floats_ok and runs <= sum(1 for g in heads if g.time_ns >= 10**18)
-    decoded = tuple(_check_rows(g, limits, floats_ok, ints_ok) for g in heads)
+    decoded = tuple(_groups.check_rows(g, limits, floats_ok, ints_ok) for g in heads)
     points_all = tuple(p for g in decoded for p in g.points)
     return Batch(site=site, seq=seq, points=points_all, epoch=epoch, v=v), decoded
 
@@ -986,3 +646,8 @@ class SeqTracker:
     def gaps(self) -> int:
         """How many seqs below the highest have not arrived (yet)."""
         return len(self.missing)
+
+
+# The v2 machinery lives in its own module, which imports from this one; imported last,
+# so either module may be imported first.
+from schoolnet import wire_groups as _groups  # noqa: E402

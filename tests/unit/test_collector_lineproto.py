@@ -25,8 +25,8 @@ from schoolnet.wire import (
     PointGroup,
     decode_batch_groups,
     encode_batch,
-    group_points,
 )
+from schoolnet.wire_groups import group_points
 
 T = 1_763_712_000_000_000_000
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from collector.samples import switch_points
-from schoolnet import wire
+from schoolnet import wire_groups
 from schoolnet.wire import (
     BATCH_V1,
     BATCH_V2,
@@ -23,8 +23,8 @@ from schoolnet.wire import (
     decode_batch,
     decode_batch_groups,
     encode_batch,
-    group_points,
 )
+from schoolnet.wire_groups import group_points
 
 NOW = 1_763_712_000_000_000_000
 
@@ -198,7 +198,7 @@ tag_values = st.one_of(st.sampled_from(["a", "", "abcdef", None]), st.integers()
 
 
 @st.composite
-def groups(draw: st.DrawFn) -> wire._GroupHead:
+def groups(draw: st.DrawFn) -> wire_groups._GroupHead:
     nt = draw(st.integers(0, 2))
     nf = draw(st.integers(1, 3))
     row = st.builds(lambda t, f: t + f, st.lists(tag_values, min_size=nt, max_size=nt),
@@ -210,7 +210,7 @@ def groups(draw: st.DrawFn) -> wire._GroupHead:
         rows = [draw(row)] * draw(st.integers(1, 4))
     else:
         rows = draw(st.lists(st.one_of(row, row, odd_row), min_size=1, max_size=4))
-    return wire._GroupHead("interface", NOW, {"device": "sw"},
+    return wire_groups._GroupHead("interface", NOW, {"device": "sw"},
                            ("ifindex", "ifname")[:nt], tuple(f"f{i}" for i in range(nf)),
                            rows, "groups[0]")
 
@@ -222,14 +222,14 @@ def outcome(fn: Any, *args: Any) -> Any:
         return ("error", exc.reason)
 
 
-def reference(g: wire._GroupHead) -> Any:
-    return outcome(lambda: [wire._check_row(r, j, g, LIMITS) for j, r in enumerate(g.rows)])
+def reference(g: wire_groups._GroupHead) -> Any:
+    return outcome(lambda: [wire_groups.check_row(r, j, g, LIMITS) for j, r in enumerate(g.rows)])
 
 
 @settings(max_examples=400, deadline=None)
 @given(groups())
-def test_fast_row_checks_match_the_reference(g: wire._GroupHead) -> None:
-    fast = outcome(wire._check_rows, g, LIMITS, False, False)
+def test_fast_row_checks_match_the_reference(g: wire_groups._GroupHead) -> None:
+    fast = outcome(wire_groups.check_rows, g, LIMITS, False, False)
     want = reference(g)
     got = ("ok", list(fast[1].points)) if fast[0] == "ok" else fast
     assert got == want
