@@ -3,17 +3,24 @@
 Contenders, each in its own process, each draining the same N messages that wait in
 Mosquitto for its persistent session (so the publisher's CPU is not in the figure):
 
-- ``schoolnet``: the whole collector (``collector.app.Collector``): MQTT with manual
-  in-order acks -> decode + validate (contract, inventory) -> line protocol -> batched
-  writes to VictoriaMetrics. Timed until every point is written and every message
-  acknowledged;
+- ``schoolnet``: the whole collector (``collector.app.Collector``) with its default
+  config: MQTT with manual in-order acks -> decode + validate (contract, inventory) ->
+  line protocol -> the durable disk spool -> batched writes to VictoriaMetrics, and the
+  outage engine as second consumer. Timed until every point is written and every
+  message acknowledged;
+- ``lean``: the same collector with the disk spool and the outage engine off: exactly
+  MQTT -> validate -> line protocol -> write, the path the CPU target of issue 2 names;
 - ``bare``: a bare aiomqtt consumer that only does ``json.loads`` on each payload (the
-  floor for any Python MQTT consumer).
+  floor for any Python MQTT consumer), on the same payloads.
 
-Also, in this process: ``Validator.handle`` alone (decode + validate + line protocol,
-no I/O) and ``json.loads`` alone, per message. CPU is user+sys of the process (the
-collector's writer thread included). Figures are printed, never asserted.
-Run: ``.venv/bin/python -m bench.collector_cpu [--messages N]``.
+Each runs on both payload forms: v2 (columnar groups, what the agent sends) and v1 (one
+object per point, still decoded). Also, in this process: ``Validator.handle`` alone
+(decode + validate + line protocol, no I/O) and ``json.loads`` alone, per message. CPU
+is user+sys of the process (the collector's writer thread included). Everything is
+repeated ``--rounds`` times (the machine is shared: medians and the spread are
+printed). Figures are printed, never asserted.
+Run: ``.venv/bin/python -m bench.collector_cpu [--messages N] [--rounds R]``;
+``BENCH_PROFILE=file`` writes a cProfile of each collector contender (``file.<kind>``).
 """
 
 from __future__ import annotations
@@ -21,12 +28,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections import defaultdict
 from pathlib import Path
 
 import aiomqtt
@@ -55,21 +65,31 @@ def _write_inventory(root: Path) -> None:
 
 
 async def _child_schoolnet(host: str, port: int, db_url: str, client_id: str, n: int,
-                           workdir: Path) -> dict[str, float]:
+                           workdir: Path, lean: bool) -> dict[str, float]:
     # Imported before timing: the sink imports influxdb-client lazily on connect, a
     # one-off cost of a process start, not of messages.
     import influxdb_client.client.influxdb_client
     import influxdb_client.client.write_api  # noqa: F401
 
     from collector.app import Collector
-    from collector.config import CollectorConfig, HttpSettings, InfluxSettings, MqttSettings
+    from collector.config import (
+        CollectorConfig,
+        HttpSettings,
+        InfluxSettings,
+        MqttSettings,
+        SpoolSettings,
+    )
+    from collector.outages.settings import AlertingSettings
     from schoolnet.inventory import load_inventory
 
     cfg = CollectorConfig(
         mqtt=MqttSettings(host=host, port=port, client_id=client_id, tenants=(TENANT,)),
         influx=InfluxSettings(url=db_url),
         inventory=str(workdir / "inv"), http=HttpSettings(port=0),
-        state_dir=str(workdir / "state"))
+        # A state dir per run: the spool keeps the per-site seq state, and every run
+        # sends the same seqs.
+        state_dir=str(workdir / f"state-{client_id}"),
+        spool=SpoolSettings(enabled=not lean), alerting=AlertingSettings(enabled=not lean))
     collector = Collector(cfg, load_inventory(cfg.inventory, resolve_secrets=False))
     stop = asyncio.Event()
     cpu0, t0 = _cpu(), time.monotonic()
@@ -120,14 +140,22 @@ async def _create_session(host: str, port: int, client_id: str, protocol: str) -
 def child(kind: str, host: str, port: int, db_url: str, client_id: str, n: int,
           workdir: str) -> None:
     """Entry of a contender process: wait for 'go' on stdin, drain, print JSON."""
-    protocol = "5" if kind == "schoolnet" else "3.1.1"
+    protocol = "3.1.1" if kind == "bare" else "5"
     asyncio.run(_create_session(host, port, client_id, protocol))
     print("ready", flush=True)
     sys.stdin.readline()
-    if kind == "schoolnet":
-        res = asyncio.run(_child_schoolnet(host, port, db_url, client_id, n, Path(workdir)))
-    else:
+    if kind == "bare":
         res = asyncio.run(_child_bare(host, port, client_id, n))
+    elif os.environ.get("BENCH_PROFILE"):
+        import cProfile
+
+        with cProfile.Profile() as prof:
+            res = asyncio.run(_child_schoolnet(host, port, db_url, client_id, n, Path(workdir),
+                                               kind == "lean"))
+        prof.dump_stats(f"{os.environ['BENCH_PROFILE']}.{kind}")
+    else:
+        res = asyncio.run(_child_schoolnet(host, port, db_url, client_id, n, Path(workdir),
+                                           kind == "lean"))
     print(json.dumps(res), flush=True)
 
 
@@ -156,7 +184,14 @@ def run_contender(kind: str, broker: Mosquitto, db: VictoriaMetrics, payloads: l
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+    # Remove the session, or the broker keeps queueing every later run's messages for it.
+    asyncio.run(_drop_session(broker.host, broker.port, client_id))
     return dict(json.loads(out))
+
+
+async def _drop_session(host: str, port: int, client_id: str) -> None:
+    async with aiomqtt.Client(host, port, identifier=client_id, clean_session=True):
+        pass
 
 
 def in_process(payloads: list[bytes], workdir: Path) -> tuple[float, float]:
@@ -177,37 +212,66 @@ def in_process(payloads: list[bytes], workdir: Path) -> tuple[float, float]:
     return (c1 - c0) / len(payloads), (c2 - c1) / len(payloads)
 
 
+def _stats(values: list[float]) -> str:
+    """Median and spread of per-message milliseconds over the rounds."""
+    med = statistics.median(values)
+    return f"{med * 1e3:7.3f} [{min(values) * 1e3:.3f}-{max(values) * 1e3:.3f}]"
+
+
 def main() -> None:
-    """Run both contenders and print the figures and the ratio."""
+    """Run every contender on both payload forms, several rounds; print medians, ratios."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--messages", type=int, default=2000)
+    ap.add_argument("--rounds", type=int, default=3, help="repeat everything; medians shown")
+    ap.add_argument("--forms", default="2,1", help="payload forms to measure (2=groups, 1=points)")
     args = ap.parse_args()
     n = args.messages
+    forms = [int(f) for f in args.forms.split(",")]
     now = time.time_ns()
-    payloads = [switch_payload(SITE, seq, ports=PORTS, time_ns=now - (n - seq) * 10**6, salt=seq)
-                for seq in range(1, n + 1)]
+    payloads = {v: [switch_payload(SITE, seq, ports=PORTS, time_ns=now - (n - seq) * 10**6 - v,
+                                   salt=seq, v=v) for seq in range(1, n + 1)] for v in forms}
+    got: dict[tuple[int, str], list[float]] = defaultdict(list)
+    written: dict[int, list[float]] = defaultdict(list)
     with tempfile.TemporaryDirectory(prefix="bench-collector-") as tmp:
         work = Path(tmp)
         _write_inventory(work / "inv")
-        handle_s, loads_s = in_process(payloads, work)
         with Mosquitto(work / "mqtt") as broker, VictoriaMetrics(work / "vm") as db:
-            res = {kind: run_contender(kind, broker, db, payloads, work)
-                   for kind in ("bare", "schoolnet")}
-    size = len(payloads[0])
-    print(f"collector CPU per {PORTS}-port device message ({PORTS + 1} points, {size} bytes),"
-          f" {n} messages")
-    print(f"{'contender':<34}{'CPU ms/msg':>12}{'msgs/s/core':>13}{'wall s':>9}")
-    rows = [("schoolnet collector (end to end)", res["schoolnet"]),
-            ("bare aiomqtt + json.loads", res["bare"])]
-    for name, r in rows:
-        per = r["cpu_s"] / n
-        print(f"{name:<34}{per * 1e3:>12.3f}{1 / per:>13.0f}{r['wall_s']:>9.2f}")
-    print(f"{'Validator.handle only (no I/O)':<34}{handle_s * 1e3:>12.3f}{1 / handle_s:>13.0f}")
-    print(f"{'json.loads only':<34}{loads_s * 1e3:>12.3f}{1 / loads_s:>13.0f}")
-    ratio = res["schoolnet"]["cpu_s"] / res["bare"]["cpu_s"]
-    print(f"ratio schoolnet / bare consumer: {ratio:.2f}x "
-          f"(written {res['schoolnet']['points']:.0f} points, "
-          f"dropped {res['schoolnet']['dropped']:.0f})")
+            for _ in range(args.rounds):
+                for v in forms:
+                    handle_s, loads_s = in_process(payloads[v], work)
+                    got[(v, "handle")].append(handle_s)
+                    got[(v, "loads")].append(loads_s)
+                    for kind in ("bare", "schoolnet", "lean"):
+                        r = run_contender(kind, broker, db, payloads[v], work)
+                        got[(v, kind)].append(r["cpu_s"] / n)
+                        if kind != "bare":
+                            written[v].append(r["points"])
+                            got[(v, f"ratio-{kind}")].append(
+                                r["cpu_s"] / n / got[(v, "bare")][-1])
+    print(f"collector CPU per {PORTS}-port device message ({PORTS + 1} points), {n} messages, "
+          f"{args.rounds} rounds: median [min-max]; CPU = user+sys of the process")
+    names = {2: "v2 groups (what the agent sends)", 1: "v1 points (still decoded)"}
+    for v in forms:
+        print(f"\npayload {names[v]}: {len(payloads[v][0])} bytes")
+        print(f"  {'contender':<34}{'CPU ms/msg':>26}{'msgs/s/core':>13}")
+        for key, name in (("schoolnet", "collector e2e, default config"),
+                          ("lean", "collector e2e, no spool/outages"),
+                          ("bare", "bare aiomqtt + json.loads"),
+                          ("handle", "Validator.handle only (no I/O)"),
+                          ("loads", "json.loads only")):
+            vals = got[(v, key)]
+            print(f"  {name:<34}{_stats(vals):>26}{1 / statistics.median(vals):>13.0f}")
+        for kind in ("schoolnet", "lean"):
+            ratios = got[(v, f"ratio-{kind}")]
+            print(f"  ratio {kind} / bare consumer: {statistics.median(ratios):.2f}x "
+                  f"[{min(ratios):.2f}-{max(ratios):.2f}]")
+        print(f"  points written per run: {', '.join(f'{w:.0f}' for w in written[v])} "
+              f"(want {n * (PORTS + 1)} each)")
+    if 1 in forms and 2 in forms:
+        for kind in ("schoolnet", "lean"):
+            old = statistics.median(got[(1, kind)])
+            new = statistics.median(got[(2, kind)])
+            print(f"{kind}: v2 payloads take {old / new:.2f}x less CPU than v1")
 
 
 if __name__ == "__main__":
