@@ -15,6 +15,12 @@ SHARED_DUMPS = Path(__file__).resolve().parents[2] / "shared" / "snmp-dumps"
 _addr_counter = itertools.count(1)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Markers of tests that are worth finding by name."""
+    config.addinivalue_line(
+        "markers", "fault_injection: the SIGKILL-everything run of issue 6 (about 2 minutes)")
+
+
 def shared_dump(name: str) -> Path:
     """A real recording from ../shared/snmp-dumps, or skip the test where it is absent."""
     path = SHARED_DUMPS / name
