@@ -9,6 +9,7 @@ assertion is about how long something took.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import subprocess
@@ -27,7 +28,7 @@ from agent.publisher import Backoff
 from agent.spool import DiskSpool
 from schoolnet.inventory import Site, load_site
 from schoolnet.sim.servers import Mosquitto, free_port
-from schoolnet.wire import Batch, Status, decode_batch, decode_status, site_filter
+from schoolnet.wire import Batch, Point, Status, decode_batch, decode_status, site_filter
 from tests.unit.agent_fakes import CountingSource, write_site
 
 pytestmark = pytest.mark.integration
@@ -324,3 +325,127 @@ def test_killed_agent_gets_offline_by_last_will_and_restarts_without_gaps(
             if p.poll() is None:
                 p.kill()
                 p.wait(5)
+
+
+class ScaledClock:
+    """The agent's clock, ``factor`` times faster than real time, from a chosen wall time.
+
+    Lets a real agent live through hours of 60-second polls in seconds: schedules,
+    backoff and the replay rate all run on it; MQTT keepalives stay real.
+    """
+
+    def __init__(self, factor: float, start_wall_ns: int) -> None:
+        self.factor = factor
+        self._real0 = time.monotonic()
+        self._wall0 = start_wall_ns
+
+    def _elapsed_s(self) -> float:
+        return (time.monotonic() - self._real0) * self.factor
+
+    def time_ns(self) -> int:
+        return self._wall0 + int(self._elapsed_s() * 1e9)
+
+    def monotonic(self) -> float:
+        return 1_000_000.0 + self._elapsed_s()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds) / self.factor)
+
+
+HOUR_NS = 3600 * 10**9
+MINUTE_NS = 60 * 10**9
+
+
+class StampingSource(CountingSource):
+    """A counting source that remembers the time of every point it measured."""
+
+    def __init__(self, name: str, device: str) -> None:
+        super().__init__(name, device)
+        self.stamps: list[int] = []
+
+    async def collect(self, now_ns: int) -> list[Point]:
+        points = await super().collect(now_ns)
+        self.stamps += [p.time_ns for p in points]
+        return points
+
+
+def test_a_two_hour_broker_outage_with_an_agent_restart_in_between_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    """Two hours of 60 s polls while the broker is away, the agent restarted after one
+    hour; when the broker is back, everything arrives in seq order with the times it
+    was measured at. Simulated time: 600x (two hours take 12 s)."""
+    sid = new_site_id()
+    broker = Mosquitto(tmp_path / "broker")
+    broker.start()
+    try:
+        site = load_site(write_site(tmp_path, tenant=TENANT, site=sid, port=broker.port,
+                                    poll=60.0))
+        # Start three hours in the past, so the points stay within the contract's
+        # window of the real clock (the subscriber decodes them against it).
+        clock = ScaledClock(600, time.time_ns() - 3 * HOUR_NS)
+        devices = [StampingSource("sw", "core-sw"), StampingSource("ap1", "ap-1"),
+                   StampingSource("ap2", "ap-2")]
+
+        def agent(spool: DiskSpool) -> Agent:
+            return Agent(site, spool, sources=list(devices), install_signal_handlers=False,
+                         clock=clock, flush_timeout_s=60, replay_rate=50)
+
+        async def until_sim(t_ns: int) -> None:
+            await until(lambda: clock.time_ns() >= t_ns, "simulated time to pass", timeout=60)
+
+        async def main() -> None:
+            rec = Recorder(broker, sid, persistent=True)
+            recording = asyncio.create_task(rec.run())
+            await asyncio.wait_for(rec.connected.wait(), DEADLINE_S)
+            spool_dir = tmp_path / "spool"
+            with DiskSpool.for_site(spool_dir, TENANT, sid) as spool:
+                first = agent(spool)
+                serving = asyncio.create_task(first.serve())
+                await until(lambda: all(len(uptimes(rec, d.device)) >= 3 for d in devices),
+                            "three live polls of every device")
+                await asyncio.to_thread(broker.stop)
+                outage_start = clock.time_ns()
+                await until_sim(outage_start + HOUR_NS)
+                first.handle_exit()  # the flush fails: the broker is away
+                assert await serving == 0
+                assert spool.stats().batches >= 3 * 55  # an hour of polls kept
+            with DiskSpool.for_site(spool_dir, TENANT, sid) as spool:  # the restarted agent
+                second = agent(spool)
+                serving = asyncio.create_task(second.serve())
+                await until_sim(outage_start + 2 * HOUR_NS)
+                kept = spool.stats()
+                await asyncio.to_thread(broker.start)
+                outage_end = clock.time_ns()
+                await until(lambda: spool.stats().batches <= 2
+                            and len(set(rec.seqs())) >= kept.next_seq, "the backlog replayed")
+                await until_sim(clock.time_ns() + 3 * MINUTE_NS)  # and live polls after it
+                second.handle_exit()
+                assert await serving == 0
+                final = spool.stats()
+            await until(lambda: set(rec.seqs()) >= set(range(final.next_seq)), "every seq")
+            recording.cancel()
+
+            # Two hours of three devices and the agent itself: 4 batches per poll.
+            assert kept.batches >= 4 * 115 and kept.dropped_batches == 0
+            assert first_occurrences(rec.seqs()) == list(range(final.next_seq))  # in order
+            for d in devices:
+                assert uptimes(rec, d.device) == list(range(1, d.calls + 1))  # every poll
+                seen: set[int] = set()
+                stamps = []
+                for _, b in rec.batches():
+                    if b.seq not in seen:
+                        seen.add(b.seq)
+                        stamps += [p.time_ns for p in b.points
+                                   if p.measurement == "device" and p.tags["device"] == d.device]
+                # The times they were measured at, not delivered at; a poll a minute.
+                assert stamps == d.stamps
+                during = [t for t in stamps if outage_start <= t < outage_end]
+                assert len(during) >= 115, len(during)
+                gaps = [b - a for a, b in itertools.pairwise(during)]
+                assert all(0 < g < 3 * MINUTE_NS for g in gaps)  # increasing, none missed
+                assert abs(sum(gaps) / len(gaps) - MINUTE_NS) < 2 * 10**9
+
+        asyncio.run(main())
+    finally:
+        broker.stop()
