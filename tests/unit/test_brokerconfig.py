@@ -111,6 +111,8 @@ def test_tls_listener_with_optional_client_certificates(tmp_path: Path) -> None:
     assert "listener 8883 0.0.0.0\ncertfile /etc/s/server.pem\nkeyfile /etc/s/server.key" in conf
     assert "cafile /etc/s/ca.pem\nrequire_certificate true" in conf
     assert "listener 1883" not in conf  # no plain listener unless asked for
+    listener = (tmp_path / "out/listener.conf").read_text()  # for the Ansible role's conf.d
+    assert "listener 8883 0.0.0.0" in listener and "password_file" not in listener
     with pytest.raises(BrokerConfigError, match="need the CA"):
         generate(inv, tmp_path / "out", secrets_file=tmp_path / "s.yaml",
                  tls=TlsListener(certfile="c", keyfile="k", require_client_cert=True))
