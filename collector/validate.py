@@ -22,6 +22,7 @@ from schoolnet.wire import (
     DEFAULT_LIMITS,
     DEVICE_TAGS,
     MEASUREMENT_TAGS,
+    CheckedBatch,
     Limits,
     Point,
     PointGroup,
@@ -110,10 +111,19 @@ class Verdict:
     reason: str | None = None  # set when dropped
     duplicate: bool = False
     topic: Topic | None = None
-    #: The accepted points, or the status, for the outage engine (the writer's second
-    #: consumer of validated messages).
-    decoded: tuple[Point, ...] = ()
+    #: The status, for the outage engine (the writer's second consumer of messages).
     status: Status | None = None
+    #: The checked batch behind :attr:`decoded`.
+    batch: CheckedBatch | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def decoded(self) -> tuple[Point, ...]:
+        """The accepted points, for the outage engine; () for drops and status messages.
+
+        Built on first use: the writer needs only the lines, so a collector without
+        the outage engine never makes the Point objects of a v2 payload.
+        """
+        return () if self.batch is None else self.batch.points
 
     @property
     def dropped(self) -> bool:
@@ -176,7 +186,7 @@ class Validator:
         if t.kind == "status":
             return self._handle_status(t, topic, payload, state, now_ns)
         try:
-            batch, groups = decode_batch_groups(payload, self.limits, now_ns=now_ns)
+            batch = decode_batch_groups(payload, self.limits, now_ns=now_ns)
         except WireError as exc:
             return self._drop(exc.reason, topic, exc.detail, state)
         if batch.site != t.site:
@@ -184,10 +194,10 @@ class Validator:
         if t.device is not None and site.device(t.device) is None:
             return self._drop(UNKNOWN_DEVICE, topic, f"device {t.device!r} in the topic", state)
         try:
-            if groups:
-                lines = self._encode_groups(t, site, groups)
+            if batch.groups:
+                lines = self._encode_groups(t, site, batch.groups)
             else:
-                lines = self._encode(t, site, batch.points)
+                lines = self._encode(t, site, batch.v1_points)
         except WireError as exc:
             return self._drop(exc.reason, topic, exc.detail, state)
         except LineProtocolError as exc:
@@ -196,11 +206,12 @@ class Validator:
         if not state.seq.observe(batch.seq, batch.epoch):
             self.metrics.duplicates.inc(t.tenant, t.site)
             return Verdict([], duplicate=True, topic=t)
+        count = batch.count
         state.messages += 1
-        state.points += len(batch.points)
+        state.points += count
         self.metrics.accepted.inc()
-        self.metrics.points.inc(amount=len(batch.points))
-        return Verdict(lines, points=len(batch.points), topic=t, decoded=batch.points)
+        self.metrics.points.inc(amount=count)
+        return Verdict(lines, points=count, topic=t, batch=batch)
 
     def _handle_status(self, t: Topic, topic: str, payload: bytes, state: SiteState,
                        now_ns: int) -> Verdict:

@@ -32,7 +32,7 @@ fit the per-point limits (``len(tags) + len(tag_columns) <= max_tags``, ``1 <=
 len(field_columns) <= max_fields``), columns must not repeat, every row must have one
 value per column and at least one field. Everything else is checked per value exactly
 as in v1, with the same ``reason`` codes. Grouping and the group and row checks are in
-:mod:`schoolnet.wire_groups`; :func:`decode_batch_groups` also returns the checked groups,
+:mod:`schoolnet.wire_groups`; :func:`decode_batch_groups` keeps the checked groups,
 which the collector formats into line protocol row by row.
 
 Version 1: one object per point, still decoded::
@@ -251,9 +251,9 @@ class PointGroup:
     """One v2 group after :func:`decode_batch_groups` checked it.
 
     ``rows`` are the row lists as received (tag column values, then field column values,
-    ``None`` where a point has no such tag or field), ``types`` the type of every value
-    of each row, and ``points`` the same points as :class:`Point` objects. The
-    collector's line encoder formats ``rows`` directly.
+    ``None`` where a point has no such tag or field) and ``types`` the type of every
+    value of each row. The collector's line encoder formats ``rows`` directly;
+    :attr:`points` are the same points as :class:`Point` objects, built on first use.
     """
 
     measurement: str
@@ -263,7 +263,42 @@ class PointGroup:
     field_columns: tuple[str, ...]
     rows: tuple[list[Any], ...]
     types: tuple[tuple[type, ...], ...]
-    points: tuple[Point, ...]
+    #: The points once built (the checks build them right away for rows with nulls).
+    _points: tuple[Point, ...] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def points(self) -> tuple[Point, ...]:
+        """The group's points: built on first use, since a collector that only writes
+        lines never needs them (its outage engine does)."""
+        got = self._points
+        if got is None:
+            got = _groups.make_points(self)
+            object.__setattr__(self, "_points", got)
+        return got
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedBatch:
+    """A batch payload after :func:`decode_batch_groups`: v1 points or v2 groups."""
+
+    site: str
+    seq: int
+    epoch: str
+    v: int
+    groups: tuple[PointGroup, ...] = ()
+    v1_points: tuple[Point, ...] = ()
+
+    @property
+    def count(self) -> int:
+        """How many points the batch holds (without building them)."""
+        return sum(len(g.rows) for g in self.groups) if self.groups else len(self.v1_points)
+
+    @property
+    def points(self) -> tuple[Point, ...]:
+        """All points in payload order (v2: built on first use, see PointGroup.points)."""
+        if not self.groups:
+            return self.v1_points
+        return tuple(p for g in self.groups for p in g.points)
 
 
 @dataclass(frozen=True, slots=True)
@@ -535,10 +570,11 @@ def _check_batch_head(doc: Any) -> tuple[str, int, str, int]:
 
 def decode_batch_groups(
     payload: bytes, limits: Limits = DEFAULT_LIMITS, *, now_ns: int | None = None
-) -> tuple[Batch, tuple[PointGroup, ...]]:
-    """:func:`decode_batch`, and the checked groups of a v2 payload (empty for v1).
+) -> CheckedBatch:
+    """Check a batch payload exactly as :func:`decode_batch` does; v2 stays in groups.
 
-    The collector formats line protocol from the groups' rows directly.
+    The collector formats line protocol from the groups' rows directly and builds
+    :class:`Point` objects only for a consumer that asks (``CheckedBatch.points``).
     """
     doc, runs = _loads_counted(payload, limits)
     site, seq, epoch, v = _check_batch_head(doc)
@@ -551,7 +587,7 @@ def decode_batch_groups(
         if len(points) > limits.max_points:
             raise WireError("too_many_points", f"{len(points)} > {limits.max_points}")
         checked = tuple(_check_point_fast(p, i, limits, lo, hi) for i, p in enumerate(points))
-        return Batch(site=site, seq=seq, points=checked, epoch=epoch, v=v), ()
+        return CheckedBatch(site, seq, epoch, v, v1_points=checked)
     groups = doc.get("groups")
     if not isinstance(groups, list):
         raise WireError("bad_type", "groups is not a list")
@@ -566,9 +602,8 @@ def decode_batch_groups(
     # value fits in 64 bits.
     floats_ok = runs >= 0
     ints_ok = floats_ok and runs <= sum(1 for g in heads if g.time_ns >= 10**18)
-    decoded = tuple(_groups.check_rows(g, limits, floats_ok, ints_ok) for g in heads)
-    points_all = tuple(p for g in decoded for p in g.points)
-    return Batch(site=site, seq=seq, points=points_all, epoch=epoch, v=v), decoded
+    checked_groups = tuple(_groups.check_rows(g, limits, floats_ok, ints_ok) for g in heads)
+    return CheckedBatch(site, seq, epoch, v, groups=checked_groups)
 
 
 def decode_batch(
@@ -579,7 +614,8 @@ def decode_batch(
     All-or-nothing per payload: a payload with one broken point is rejected whole, so
     what the collector writes is always exactly what one agent batch said.
     """
-    return decode_batch_groups(payload, limits, now_ns=now_ns)[0]
+    b = decode_batch_groups(payload, limits, now_ns=now_ns)
+    return Batch(site=b.site, seq=b.seq, points=b.points, epoch=b.epoch, v=b.v)
 
 
 def encode_status(status: Status) -> bytes:

@@ -268,9 +268,9 @@ def _make_point(measurement: str, tags: Mapping[str, str], fields: Mapping[str, 
 def check_uniform_rows(g: _GroupHead, limits: Limits, floats_ok: bool, ints_ok: bool,
                         ) -> PointGroup | None:
     """:func:`check_rows` for a group whose rows all have the same value types and no
-    null: every check and every point is made for the whole group at once, in C (map
-    chains). None when the group is not like that or any check fails: then
-    :func:`check_rows` looks at each row.
+    null: every check is made for the whole group at once, in C (map chains), and the
+    points are left to :func:`make_points`. None when the group is not like that or any
+    check fails: then :func:`check_rows` looks at each row.
     """
     rows = g.rows
     nt = len(g.tag_columns)
@@ -297,13 +297,20 @@ def check_uniform_rows(g: _GroupHead, limits: Limits, floats_ok: bool, ints_ok: 
         vals = list(chain.from_iterable(map(lay.ints, rows)))
         if max(vals) > INT64_MAX or min(vals) < INT64_MIN:
             return None
-    shared = g.tags
-    keys = (*shared, *g.tag_columns)
-    tags = map(dict, map(zip, repeat(keys), map(chain, repeat(tuple(shared.values())), rows)))
+    # The points are built on first use, by make_points.
+    return PointGroup(g.measurement, g.time_ns, g.tags, g.tag_columns, g.field_columns,
+                      tuple(rows), (types,) * len(rows))
+
+
+def make_points(g: PointGroup) -> tuple[Point, ...]:
+    """The points of a group :func:`check_uniform_rows` accepted (one layout, no null):
+    built for the whole group in C-level map chains. Other groups get theirs from
+    :func:`check_rows` right away."""
+    rows, nt = g.rows, len(g.tag_columns)
+    keys = (*g.tags, *g.tag_columns)
+    tags = map(dict, map(zip, repeat(keys), map(chain, repeat(tuple(g.tags.values())), rows)))
     fields = map(dict, map(zip, repeat(g.field_columns), map(itemgetter(slice(nt, None)), rows)))
-    points = tuple(map(_make_point, repeat(g.measurement), tags, fields, repeat(g.time_ns)))
-    return PointGroup(g.measurement, g.time_ns, shared, g.tag_columns, g.field_columns,
-                      tuple(rows), (types,) * len(rows), points)
+    return tuple(map(_make_point, repeat(g.measurement), tags, fields, repeat(g.time_ns)))
 
 
 def check_rows(g: _GroupHead, limits: Limits, floats_ok: bool, ints_ok: bool,
@@ -376,4 +383,4 @@ def check_rows(g: _GroupHead, limits: Limits, floats_ok: bool, ints_ok: bool,
         set_time(p, ts)
         points.append(p)
     return PointGroup(m, ts, shared, tcols, fcols, tuple(g.rows), tuple(all_types),
-                      tuple(points))
+                      tuple(points))  # built here: rows may differ in layout

@@ -186,7 +186,8 @@ def test_group_encoder_writes_a_switch_poll_like_the_point_encoder() -> None:
     points = switch_points(ports=48, time_ns=T)
     extra = {"tenant": "t", "site": "s", "role": "switch", "vendor": "hp"}
     data = encode_batch(Batch("s", 1, tuple(points)))
-    _, groups = decode_batch_groups(data, now_ns=T)
+    groups = decode_batch_groups(data, now_ns=T).groups
     lines = [line for g in groups for line in GroupEncoder().encode(g, extra)]
+    assert all(g._points is None for g in groups)  # lines need no Point objects
     assert lines == LineEncoder().encode_all(points, extra)
     assert len(lines) == 49 and "\n" not in "".join(lines)
