@@ -275,7 +275,7 @@ def main() -> None:
             print(f"  {name:<34}{_stats(vals):>26}{1 / statistics.median(vals):>13.0f}")
         for kind in COLLECTORS:
             ratios = got[(v, f"ratio-{kind}")]
-            print(f"  ratio {kind} / bare consumer: {statistics.median(ratios):.2f}x "
+            print(f"  ratio collector ({kind}) / bare: {statistics.median(ratios):.2f}x "
                   f"[{min(ratios):.2f}-{max(ratios):.2f}]")
         print(f"  points written per run: {', '.join(f'{w:.0f}' for w in written[v])} "
               f"(want {n * (PORTS + 1)} each)")
