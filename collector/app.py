@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from collector.buffer import SpoolError
 from collector.config import CollectorConfig, load_config
 from collector.http import HttpServer, Response, json_response, text
 from collector.metrics import CollectorMetrics
@@ -238,7 +239,11 @@ def run(config_path: str | Path, *, http_port: int | None = None,
             current.cancel()
 
         _install_signals(asyncio.get_running_loop(), stop, force)
-        collector = Collector(config, inventory)
+        try:
+            collector = Collector(config, inventory)
+        except SpoolError as exc:  # state_dir/spool.sqlite3 unusable
+            log.error("cannot start: %s", exc)
+            return EXIT_STARTUP
         try:
             await collector.serve(stop, shutdown_timeout_s=shutdown_timeout_s)
         except OSError as exc:

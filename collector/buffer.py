@@ -27,6 +27,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 
+class SpoolError(Exception):
+    """A disk buffer cannot be opened, read or written (permissions, full disk, ...)."""
+
+
 @dataclass(slots=True)
 class Chunk:
     """The lines of one message and what to call once they are safe."""

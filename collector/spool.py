@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from collector.buffer import Buffer, Chunk, MemoryBuffer
+from collector.buffer import Buffer, Chunk, MemoryBuffer, SpoolError
 from collector.seqstate import SeqState
 
 if TYPE_CHECKING:
@@ -60,10 +60,6 @@ SCHEMA_VERSION = 1
 #: 8 GiB of zlib-compressed line protocol (~5-8x smaller than the text): about a day
 #: of 500 switch messages per second, a whole weekend for a typical city.
 DEFAULT_MAX_BYTES = 8 * 1024**3  # the config's default (collector/config.py)
-
-
-class SpoolError(Exception):
-    """The spool cannot be opened, read or written (permissions, full disk, ...)."""
 
 
 class StateSource(Protocol):

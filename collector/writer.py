@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from collector.buffer import Buffer, Chunk, MemoryBuffer
+from collector.buffer import Buffer, Chunk, MemoryBuffer, SpoolError
 from collector.durability import Decision, DurabilityWatch
 from collector.metrics import CollectorMetrics
 
@@ -169,7 +169,8 @@ class RunningWriter:
         try:
             while True:
                 if self._closing:
-                    await self._persist()
+                    with contextlib.suppress(SpoolError):  # logged; the broker keeps them
+                        await self._persist()
                     if not self.buffer.lines and not len(self.buffer):
                         break
                     if self._past_deadline():
@@ -180,9 +181,15 @@ class RunningWriter:
                         break
                 else:
                     await self._wait_for_batch()
-                await self._settle()
-                if len(self.buffer):
-                    await self._write_head()
+                try:
+                    await self._settle()
+                    if len(self.buffer):
+                        await self._write_head()
+                except SpoolError as exc:
+                    # The spool cannot be read (a failing disk): retry, do not die.
+                    self.metrics.spool_errors.inc()
+                    log.error("spool: %s; retrying in 1 s", exc)
+                    await self._pause(1.0)
         finally:
             if persister is not None:
                 persister.cancel()
@@ -195,7 +202,7 @@ class RunningWriter:
     async def _persist(self) -> None:
         try:
             await self.buffer.persist()
-        except Exception as exc:  # a full or failing disk: retry, the broker keeps the rest
+        except SpoolError as exc:  # a full or failing disk: retry, the broker keeps the rest
             self.metrics.spool_errors.inc()
             log.error("spool: cannot store chunks (they stay unacknowledged): %s", exc)
             raise
@@ -210,7 +217,7 @@ class RunningWriter:
             self._persist_wanted.clear()
             try:
                 await self._persist()
-            except Exception:
+            except SpoolError:
                 await asyncio.sleep(1.0)
                 self._persist_wanted.set()
 

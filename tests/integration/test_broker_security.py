@@ -234,7 +234,7 @@ def test_client_certificates_when_the_broker_requires_them(tmp_path: Path, inv: 
             async with Publisher(with_cert, timeout_s=5) as pub:  # says "online" on connect
                 assert not pub.lost
             with pytest.raises(aiomqtt.MqttError):
-                async with Publisher(without, timeout_s=5):
+                async with Publisher(without, timeout_s=2):
                     pass
 
         asyncio.run(scenario())

@@ -194,7 +194,7 @@ def test_a_packet_over_the_brokers_limit_never_reaches_the_collector(
             port = c.http.port
             with pytest.raises(aiomqtt.MqttError):  # the broker drops the connection
                 async with aiomqtt.Client("127.0.0.1", secured.broker.port, username=SITE,
-                                          password=secured.passwords[SITE], timeout=5) as pub:
+                                          password=secured.passwords[SITE], timeout=2) as pub:
                     await pub.publish(f"{BASE}/metrics", b"x" * (2 * 1024 * 1024), qos=1)
             async with aiomqtt.Client("127.0.0.1", secured.broker.port, username=SITE,
                                       password=secured.passwords[SITE]) as pub:

@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from collector.buffer import Chunk
+from collector.buffer import Chunk, SpoolError
 from collector.durability import Decision, DurabilityWatch
 from collector.metrics import CollectorMetrics
 from collector.spool import DiskBuffer
@@ -152,4 +152,31 @@ def test_with_a_memory_buffer_acks_wait_until_the_lines_are_durable() -> None:
         await until(lambda: acked == [1], "acknowledged once the window has passed")
         await w.close(1)
         await task
+    asyncio.run(asyncio.wait_for(scenario(), 20))
+
+
+class FlakySpool(DiskBuffer):
+    """A disk buffer whose reads fail a few times (a failing disk), then work."""
+
+    failures = 2
+
+    async def prepare(self, max_lines: int) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise SpoolError("cannot read spool: disk I/O error")
+        await super().prepare(max_lines)
+
+
+def test_a_spool_read_error_is_retried_not_fatal(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        db = VolatileDb()
+        spool = FlakySpool(tmp_path / "s.sqlite3")
+        w = RunningWriter(db, CollectorMetrics(), buffer=spool, flush_interval_s=0.01)
+        task = asyncio.create_task(w.run())
+        await w.put(Chunk(["a f=1i"]))
+        await until(lambda: db.memory == ["a f=1i"], "written once the disk reads again", 10)
+        assert w.metrics.spool_errors.get() == 2 and not task.done()
+        await w.close(1)
+        await task
+        spool.close()
     asyncio.run(asyncio.wait_for(scenario(), 20))
