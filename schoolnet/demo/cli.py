@@ -13,7 +13,8 @@ import click
                    "Default: a fresh temporary directory, removed at the end.")
 @click.option("--duration", type=click.FloatRange(min=1), default=None,
               help="Run headless for this many seconds, then stop and exit 0 only if every "
-                   "device of every school reached the database (a smoke check).")
+                   "device of every school reached the database; devices still missing then "
+                   "get up to max(60 s, 6 poll intervals) more (a smoke check).")
 @click.option("--poll-interval", type=click.FloatRange(min=1), default=10.0, show_default=True,
               help="Seconds between SNMP polls of each simulated device.")
 def demo(workdir: str | None, duration: float | None, poll_interval: float) -> None:
