@@ -8,9 +8,9 @@ is off). Then it checks what a real box would run: the agent's config passes
 with the deployed config and refuses a cross-site publish, and the unit's ExecStart,
 started by hand, brings the agent online at that broker. A second run changes nothing.
 
-The broker files (password file, ACL, listener) stand in for the output of the
-broker-config generator (issue 6), written here the way it is specified: one user per
-site, which may write only below its own ``schoolnet/v1/<tenant>/<site>/``.
+The broker files (password file, ACL, listener) come from the real broker-config
+generator (``schoolnet.brokerconfig.generate``): one user per site, which may write only
+below its own ``schoolnet/v1/<tenant>/<site>/``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from schoolnet.brokerconfig import generate
 from schoolnet.sim.servers import ManagedProcess, _tcp_open, free_port, wait_for
 
 pytestmark = pytest.mark.integration
@@ -129,19 +131,21 @@ class Converge:
         return self.root / "etc/mosquitto/mosquitto.conf"
 
 
-def write_broker_config(out: Path, port: int) -> None:
-    """Stand-in for the broker-config generator (issue 6): passwd, acl, listener.conf."""
-    out.mkdir()
-    passwd = out / "passwd"
-    passwd.touch()
-    for user, pw in PASSWORDS.items():
-        subprocess.run(["mosquitto_passwd", "-b", str(passwd), user, pw], check=True,
-                       capture_output=True)
-    acl = ["user collector", "topic read schoolnet/v1/#", ""]
-    for site in ("gy-a", "gs-b"):
-        acl += [f"user {site}", f"topic readwrite schoolnet/v1/herne/{site}/#", ""]
-    (out / "acl").write_text("\n".join(acl))
-    (out / "listener.conf").write_text(f"listener {port} 127.0.0.1\n")
+def write_broker_config(configs: Path, out: Path, port: int) -> None:
+    """The broker files from the real generator (`schoolnet broker-config`), as in production.
+
+    The NOC keeps the site passwords in the generator's secrets file; each box gets its
+    own from ansible-vault. So the generator runs on the NOC's copy of the inventory,
+    without the boxes' ``{env: ...}`` password reference.
+    """
+    noc = out.parent / "noc-site-configs"
+    shutil.copytree(configs, noc)
+    tenant = noc / "herne" / "tenant.yaml"
+    tenant.write_text(tenant.read_text().replace(
+        ", password: {env: SCHOOLNET_MQTT_PASSWORD}", ""))
+    secrets = out.parent / "broker-secrets.yaml"
+    secrets.write_text(yaml.safe_dump({"accounts": PASSWORDS}))
+    generate(noc, out, secrets_file=secrets, plain=("127.0.0.1", port))
 
 
 def recap(output: str) -> dict[str, dict[str, int]]:
@@ -163,7 +167,7 @@ def converge(tmp_path_factory: pytest.TempPathFactory) -> Converge:
     (configs / "herne" / "tenant.yaml").write_text(TENANT.format(port=port))
     for sid in ("gy-a", "gs-b"):
         (configs / "herne" / f"{sid}.yaml").write_text(SITE.format(sid=sid, snmp_port=snmp_port))
-    write_broker_config(tmp / "broker-config", port)
+    write_broker_config(configs, tmp / "broker-config", port)
     # The package and its dependencies as wheels: the role installs the repo's committed
     # code (git archive HEAD: no half-done work of the working tree, no build/ in the
     # checkout) from this directory only (--no-index); pip's cache makes it a few seconds.
