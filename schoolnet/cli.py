@@ -27,7 +27,7 @@ def main() -> None:
 
 @main.group()
 def config() -> None:
-    """Check the site inventory (site-configs/)."""
+    """Check the site inventory (site-configs/); suggest parent: entries from LLDP."""
 
 
 @config.command("check")
@@ -98,6 +98,11 @@ def _mount() -> None:
     main.add_command(maintenance)
     main.add_command(status_command)
     main.add_command(broker_config_command)
+
+    from schoolnet.topology_cli import suggest_parents_command, topology_command
+
+    main.add_command(topology_command)
+    config.add_command(suggest_parents_command)
 
     from schoolnet.uplink.cli import uplink
 

@@ -135,3 +135,46 @@ def test_points_merge_neighbour_and_address_rows() -> None:
                                        ("10.0.0.2", "10.0.0.2"), ("ap", "ap")])
 def test_short_name(raw: str, short: str) -> None:
     assert short_name(raw) == short
+
+
+# --- the database side of the commands (fake HTTP) ------------------------------------
+
+def test_rows_from_prom_use_the_series_labels() -> None:
+    from schoolnet.topology_cli import rows_from_prom
+
+    asked: list[str] = []
+
+    def fetch(url: str) -> dict[str, object]:
+        asked.append(url)
+        return {"status": "success", "data": {"result": [
+            {"metric": {"__name__": "lldp_capabilities", "device": "core-sw",
+                        "ifname": "Gi0/5", "remote_name": "access-sw", "remote_port": "1"},
+             "value": [0, "0"]}]}}
+
+    rows = rows_from_prom("http://127.0.0.1:1", "t1", "gy-a", 1.0, fetch=fetch)
+    assert rows == [({"__name__": "lldp_capabilities", "device": "core-sw", "ifname": "Gi0/5",
+                      "remote_name": "access-sw", "remote_port": "1"}, {})]
+    assert "tenant%3D%22t1%22%2Csite%3D%22gy-a%22" in asked[0] and "%5B60m%5D" in asked[0]
+
+
+def test_rows_from_influxql_strip_last_prefix() -> None:
+    from schoolnet.topology_cli import rows_from_influxql
+
+    def fetch(url: str) -> dict[str, object]:
+        assert "GROUP+BY" in url and "%22site%22+%3D+%27gy-a%27" in url
+        return {"results": [{"series": [{
+            "tags": {"device": "core-sw", "ifname": "Gi0/7", "remote_name": "ap-101",
+                     "remote_port": "eth0"},
+            "columns": ["time", "last_mgmt_address", "last_capabilities"],
+            "values": [[0, "10.0.0.11", None]]}]}]}
+
+    (row,) = rows_from_influxql("http://127.0.0.1:1", "t1", "gy-a", 1.0, fetch=fetch)
+    assert row[1]["mgmt_address"] == "10.0.0.11"
+
+
+def test_run_wants_exactly_one_source() -> None:
+    from schoolnet.topology_cli import EXIT_CONFIG, run
+
+    assert run("tree", site_id="x", site_configs=".", poll=False) == EXIT_CONFIG
+    assert run("tree", site_id="x", site_configs=".", poll=True,
+               url="http://127.0.0.1:1") == EXIT_CONFIG
