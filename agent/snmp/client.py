@@ -196,6 +196,8 @@ class PysnmpClient:
         self._slots: dict[str, list[tuple[str, ...]]] = {}
         self._auth: dict[tuple[Any, ...], tuple[int, Any, Any]] = {}
         self._transports: dict[tuple[Any, ...], Any] = {}
+        #: Unusable datagrams per sender address (see :meth:`_count_datagrams`).
+        self._unusable: dict[tuple[Any, ...], int] = {}
         # Type dispatch for response values: exact classes first (fast), then isinstance.
         ints = (rfc1902.Integer32, rfc1902.Integer, rfc1902.Counter32, rfc1902.Gauge32,
                 rfc1902.Unsigned32, rfc1902.TimeTicks, rfc1902.Counter64)
@@ -214,7 +216,53 @@ class PysnmpClient:
         engine = self._engines.get(slot)
         if engine is None:
             engine = self._engines[slot] = self._hl.SnmpEngine()
+            self._count_datagrams(engine)
         return engine
+
+    def _count_datagrams(self, engine: Any) -> None:
+        """Count the unusable datagrams per sender, and never let a malformed one raise.
+
+        pysnmp drops what it cannot decode or match (garbage, truncated BER, a wrong
+        request-id or community) without a word, and some garbage even escapes its
+        decoder as an exception in the event loop. A datagram is usable when its message
+        processing model accepted it (a matched response) or asked for a retry with it
+        (an SNMPv3 discovery report); the count of the others lets a timeout tell "the
+        device sent nothing" from "the device answered with something unusable".
+        """
+        from pysnmp.proto import error as snmp_error
+
+        unusable = self._unusable
+        usable = [False]
+        for handler in engine.message_processing_subsystems.values():
+            prepare = handler.prepare_data_elements
+
+            def checked(*args: Any, _prepare: Any = prepare) -> Any:
+                try:
+                    result = _prepare(*args)
+                except snmp_error.StatusInformation as info:
+                    usable[0] = "sendPduHandle" in info
+                    raise
+                usable[0] = True
+                return result
+
+            handler.prepare_data_elements = checked
+        dispatcher = engine.message_dispatcher
+        receive = dispatcher.receive_message
+
+        def counted(snmp_engine: Any, domain: Any, address: Any, whole_msg: bytes) -> Any:
+            usable[0] = False
+            try:
+                return receive(snmp_engine, domain, address, whole_msg)
+            except Exception:  # a decoder bug on hostile bytes; the request times out
+                return b""
+            finally:
+                if not usable[0]:
+                    peer = tuple(address)[:2]
+                    if len(unusable) >= 4096 and peer not in unusable:  # one per device
+                        unusable.clear()
+                    unusable[peer] = unusable.get(peer, 0) + 1
+
+        dispatcher.receive_message = counted
 
     def _slot_of(self, creds: SnmpCredentials) -> int:
         if creds.version != "3":
@@ -293,6 +341,8 @@ class PysnmpClient:
         engine = self._engine(slot)
         transport = await self._transport(target)
         req = [hl.ObjectType(hl.ObjectIdentity(oid)) for oid in oids]
+        peer = tuple(getattr(transport, "transport_address", ()))[:2]
+        unusable_before = self._unusable.get(peer, 0)
         try:
             if max_repetitions:
                 result = await hl.bulk_cmd(engine, auth, transport, context, 0,
@@ -306,14 +356,30 @@ class PysnmpClient:
             raise SnmpError("client_error", str(exc)[:200], answered=False) from None
         indication, status, index, varbinds = result
         if indication:
-            if indication_code(indication) == "timeout":
+            code = indication_code(indication)
+            if code == "timeout":
                 self._transports.pop((target.host, target.port, target.timeout_s,
                                       target.retries), None)
-            raise SnmpError(indication_code(indication), str(indication), answered=False)
+                unusable = self._unusable.get(peer, 0) - unusable_before
+                if unusable > 0:
+                    # Still answered=False: asking the next table would only wait again.
+                    raise SnmpError("bad_response", f"no usable answer: {unusable} "
+                                    "datagram(s) from the device were malformed or did not "
+                                    "match the request (request-id, community, version)",
+                                    answered=False)
+            raise SnmpError(code, str(indication), answered=False)
         if status:
             name = status.prettyPrint() if hasattr(status, "prettyPrint") else str(status)
             raise SnmpError(snake_case(str(name)), f"{name} (varbind {int(index)})",
                             answered=True, index=int(index))
+        if len(varbinds) > len(oids) * max(1, max_repetitions) or (
+                not max_repetitions and [tuple(o.asTuple()) for o, _ in varbinds] != list(oids)):
+            # RFC 3416: a GET answer has exactly the requested varbinds, a GETBULK at
+            # most N x max-repetitions. Anything else (an oversized, padded or forged
+            # answer) is not trusted at all.
+            raise SnmpError("bad_response", f"{len(varbinds)} varbind(s) in the answer to "
+                            f"{len(oids)} OID(s) (max-repetitions {max_repetitions}) do not "
+                            "match the request", answered=True)
         value = self._value
         return [(tuple(oid.asTuple()), value(val)) for oid, val in varbinds]
 

@@ -98,7 +98,25 @@ async def walk_columns(
         if not progressed and not done:
             break
         active = [c for c in active if c not in done]
+    result.warnings = _one_per_code(result.warnings)
     return result
+
+
+def _one_per_code(warnings: list[SnmpError]) -> list[SnmpError]:
+    """One warning per code (the first, saying how many columns it hit): they become
+    ``snmp_error`` points of one table and poll, which would otherwise share a series
+    and a timestamp."""
+    first: dict[str, SnmpError] = {}
+    counts: dict[str, int] = {}
+    for w in warnings:
+        first.setdefault(w.code, w)
+        counts[w.code] = counts.get(w.code, 0) + 1
+    out = []
+    for code, w in first.items():
+        more = counts[code] - 1
+        out.append(w if not more else SnmpError(
+            code, f"{w.message} (and {more} more column(s))", answered=w.answered))
+    return out
 
 
 async def get_scalars(client: SnmpClient, target: Target, oids: Sequence[Oid]) -> dict[Oid, Value]:
