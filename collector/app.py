@@ -46,7 +46,8 @@ class Collector:
                  sink: Sink | None = None) -> None:
         self.config = config
         self.metrics = CollectorMetrics()
-        self.validator = Validator(inventory, self.metrics, log_interval_s=config.log_interval_s)
+        self.validator = Validator(inventory, self.metrics, log_interval_s=config.log_interval_s,
+                                   max_series_per_site=config.max_series_per_site)
         i = config.influx
         token = i.token.reveal() if i.token is not None else None
         # The disk spool (with the per-site seq state) or memory: collector/spool.py.

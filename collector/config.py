@@ -136,6 +136,8 @@ class CollectorConfig:
     state_dir: str = "/var/lib/schoolnet/collector"
     #: At most one log line per drop reason per this many seconds.
     log_interval_s: float = 60.0
+    #: Series budget per site: points of new series beyond it are dropped (series_budget).
+    max_series_per_site: int = 50_000
     #: Outages and alert mail (SMTP relay, pace); per-tenant settings are in tenant.yaml.
     alerting: AlertingSettings = field(default_factory=AlertingSettings)
     source: str = ""
@@ -241,6 +243,7 @@ def load_config(path: str | Path, *, resolve_secrets: bool = True) -> CollectorC
     inventory = r.value("inventory", str, d.inventory)
     state_dir = r.value("state_dir", str, d.state_dir)
     log_interval = r.value("log_interval_s", float, d.log_interval_s, positive)
+    max_series = r.value("max_series_per_site", int, d.max_series_per_site, _at_least_one)
     alerting = read_alerting_settings(r.mapping("alerting"))
     r.finish()
     issues.raise_if_any()
@@ -253,6 +256,7 @@ def load_config(path: str | Path, *, resolve_secrets: bool = True) -> CollectorC
         spool=spool,
         state_dir=os.path.normpath(base / state_dir),
         log_interval_s=log_interval,
+        max_series_per_site=max_series,
         alerting=alerting,
         source=str(path),
     )

@@ -171,6 +171,11 @@ class CollectorMetrics:
         self.dropped = r.counter(p + "messages_dropped_total",
                                  "Messages dropped, by reason (see docs/collector.md).", ["reason"])
         self.points = r.counter(p + "points_received_total", "Points in accepted messages.")
+        self.dropped_points = r.counter(p + "points_dropped_total",
+                                        "Points dropped from accepted messages, by reason "
+                                        "(series_budget).", ["reason"])
+        self.series = r.gauge(p + "site_series", "Distinct series (measurement + tag set) "
+                              "seen per site in the current window.", ["tenant", "site"])
         self.duplicates = r.counter(p + "seq_duplicates_total",
                                     "Batches skipped because their seq was seen before.",
                                     ["tenant", "site"])

@@ -9,10 +9,14 @@ Every drop is counted per reason and logged at most once per reason per interval
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import itemgetter, xor
 from typing import Final
 
 from collector.lineproto import GroupEncoder, LineEncoder, LineProtocolError
@@ -42,6 +46,15 @@ UNKNOWN_SITE: Final = "unknown_site"
 SITE_MISMATCH: Final = "site_mismatch"
 UNKNOWN_DEVICE: Final = "unknown_device"
 BAD_FIELD_VALUE: Final = "bad_field_value"
+#: A point of a new series beyond its site's series budget (points, not messages).
+SERIES_BUDGET: Final = "series_budget"
+
+#: Default of ``max_series_per_site``: a site of ~100 devices has ~6,000 series (a 48-port
+#: switch ~60: device, system, ~50 interfaces); 50,000 leaves room for AP controllers
+#: with hundreds of APs, probe targets and renamed interfaces within one window.
+DEFAULT_MAX_SERIES_PER_SITE: Final = 50_000
+#: Series not seen for one to two windows are forgotten (interfaces, APs that are gone).
+SERIES_WINDOW_S: Final = 86_400.0
 
 #: Measurements whose points carry role and vendor (filled in from the inventory).
 _DEVICE_MEASUREMENTS: Final = frozenset(
@@ -74,6 +87,97 @@ class RateLimitedLog:
         return True
 
 
+class SeriesBudget:
+    """The distinct series (measurement + tag set) of one site, bounded by ``limit``.
+
+    Series are kept as hashes in two generations: a series seen in the current window or
+    the one before is known (and moves to the current one when seen). Known series
+    always pass; a new one passes while both generations together hold fewer than
+    ``limit``, so at most ``limit`` hashes are kept, and a series not seen for one to
+    two windows is forgotten. The common case (every series known) is one C-level
+    subset test per group.
+    """
+
+    __slots__ = ("_clock", "_cur", "_old", "_rotate_at", "_window", "limit")
+
+    def __init__(self, limit: int, window_s: float, clock: Callable[[], float]) -> None:
+        self.limit = limit
+        self._window = window_s
+        self._clock = clock
+        self._cur: set[int] = set()
+        self._old: set[int] = set()
+        self._rotate_at = clock() + window_s
+
+    def __len__(self) -> int:
+        return len(self._cur) + len(self._old)
+
+    def refuse(self, keys: set[int]) -> AbstractSet[int]:
+        """Admit ``keys`` (series hashes); return those refused (new beyond the budget)."""
+        cur = self._cur
+        if keys <= cur:
+            return _NONE
+        now = self._clock()
+        if now >= self._rotate_at:
+            self._old, self._cur = cur, set()
+            cur = self._cur
+            self._rotate_at = now + self._window
+        new = keys - cur
+        old = self._old
+        known = new & old
+        if known:  # moved, not copied: a series counts once
+            cur |= known
+            old -= known
+            new -= known
+        # Series of the last window not seen yet in this one still hold their place.
+        room = self.limit - len(cur) - len(old)
+        if len(new) <= room:
+            cur |= new
+            return _NONE
+        refused = set()
+        for key in new:
+            if room > 0:
+                cur.add(key)
+                room -= 1
+            else:
+                refused.add(key)
+        return refused
+
+
+_NONE: Final[frozenset[int]] = frozenset()
+def _group_keys(g: PointGroup) -> list[int]:
+    """The series hash of each row of ``g``.
+
+    A series is its measurement and tag set, however the agent laid the group out (a
+    tag shared by the group or a column): the hash XORs one hash per (tag, value) pair,
+    which does not depend on order, so a point hashes the same in any group (and as a
+    v1 point, :func:`_point_key`). Column by column, with ``map``: no Python loop per
+    row unless a row lacks a tag (``None``).
+    """
+    base = hash(g.measurement)
+    for item in g.tags.items():
+        base ^= hash(item)
+    rows = g.rows
+    if not g.tag_columns:
+        return [base] * len(rows)
+    keys: list[int] | None = None
+    for j, name in enumerate(g.tag_columns):
+        values = list(map(itemgetter(j), rows))
+        if None in values:
+            terms = [0 if v is None else hash((name, v)) for v in values]
+        else:
+            terms = list(map(hash, zip(repeat(name), values)))
+        keys = terms if keys is None else list(map(xor, keys, terms))
+    assert keys is not None
+    return list(map(xor, repeat(base), keys))
+
+
+def _point_key(p: Point) -> int:
+    key = hash(p.measurement)
+    for item in p.tags.items():
+        key ^= hash(item)
+    return key
+
+
 @dataclass
 class SiteState:
     """What the collector knows about one inventory site (for /api/status)."""
@@ -89,6 +193,9 @@ class SiteState:
     points: int = 0
     dropped: int = 0
     seq: SeqTracker = field(default_factory=SeqTracker)
+    series: SeriesBudget | None = field(default=None, repr=False)
+    #: Points of new series dropped beyond the series budget.
+    series_dropped: int = 0
 
     def to_json(self) -> dict[str, object]:
         """The JSON object of this site in /api/status."""
@@ -99,6 +206,8 @@ class SiteState:
             "messages": self.messages, "points": self.points, "dropped": self.dropped,
             "seq_highest": self.seq.highest, "seq_gaps": self.seq.gaps,
             "seq_duplicates": self.seq.duplicates,
+            "series": len(self.series) if self.series is not None else 0,
+            "series_dropped": self.series_dropped,
         }
 
 
@@ -143,6 +252,8 @@ class Validator:
         wall_clock_ns: Callable[[], int] = time.time_ns,
         log_interval_s: float = 60.0,
         monotonic: Callable[[], float] = time.monotonic,
+        max_series_per_site: int = DEFAULT_MAX_SERIES_PER_SITE,
+        series_window_s: float = SERIES_WINDOW_S,
     ) -> None:
         self.inventory = inventory
         self.metrics = metrics
@@ -152,11 +263,18 @@ class Validator:
         self._encoder = LineEncoder()
         self._group_encoder = GroupEncoder()
         self.sites: dict[tuple[str, str], SiteState] = {
-            key: SiteState(tenant=s.tenant, site=s.id, name=s.name, devices=len(s.devices))
+            key: SiteState(tenant=s.tenant, site=s.id, name=s.name, devices=len(s.devices),
+                           series=SeriesBudget(max_series_per_site, series_window_s,
+                                               monotonic))
             for key, s in inventory.sites.items()
         }
         self._extra: dict[tuple[str, str, str | None, bool], Mapping[str, str]] = {}
         metrics.gaps.read = self._gap_values
+        metrics.series.read = self._series_values
+
+    def _series_values(self) -> list[tuple[tuple[str, ...], float]]:
+        return [((s.tenant, s.site), float(len(s.series))) for s in self.sites.values()
+                if s.series is not None and len(s.series)]
 
     def _gap_values(self) -> list[tuple[tuple[str, ...], float]]:
         return [((s.tenant, s.site), float(s.seq.gaps)) for s in self.sites.values()
@@ -194,6 +312,9 @@ class Validator:
         if t.device is not None and site.device(t.device) is None:
             return self._drop(UNKNOWN_DEVICE, topic, f"device {t.device!r} in the topic", state)
         try:
+            budget = state.series
+            if budget is not None:
+                batch = self._within_budget(batch, budget, state, topic)
             if batch.groups:
                 lines = self._encode_groups(t, site, batch.groups)
             else:
@@ -212,6 +333,45 @@ class Validator:
         self.metrics.accepted.inc()
         self.metrics.points.inc(amount=count)
         return Verdict(lines, points=count, topic=t, batch=batch)
+
+    def _within_budget(self, batch: CheckedBatch, budget: SeriesBudget, state: SiteState,
+                       topic: str) -> CheckedBatch:
+        """``batch`` without the points of new series beyond the site's series budget."""
+        refused_count = 0
+        if batch.groups:
+            groups: list[PointGroup] = []
+            for g in batch.groups:
+                keys = _group_keys(g)
+                refused = budget.refuse(set(keys))
+                if not refused:
+                    groups.append(g)
+                    continue
+                keep = [i for i, k in enumerate(keys) if k not in refused]
+                refused_count += len(keys) - len(keep)
+                if keep:
+                    groups.append(dataclasses.replace(
+                        g, rows=tuple(g.rows[i] for i in keep),
+                        types=tuple(g.types[i] for i in keep),
+                        _points=None if g._points is None else
+                        tuple(g._points[i] for i in keep)))
+            if not refused_count:
+                return batch
+            kept = dataclasses.replace(batch, groups=tuple(groups))
+        else:
+            pkeys = [_point_key(p) for p in batch.v1_points]
+            refused = budget.refuse(set(pkeys))
+            if not refused:
+                return batch
+            points = tuple(p for p, k in zip(batch.v1_points, pkeys, strict=True)
+                           if k not in refused)
+            refused_count = len(pkeys) - len(points)
+            kept = dataclasses.replace(batch, v1_points=points)
+        state.series_dropped += refused_count
+        self.metrics.dropped_points.inc(SERIES_BUDGET, amount=refused_count)
+        self._log.warning(SERIES_BUDGET, f"dropped {refused_count} point(s) of new series on "
+                          f"{topic[:160]!r}: {SERIES_BUDGET}: the site has {len(budget)} "
+                          f"series, the limit is {budget.limit} (max_series_per_site)")
+        return kept
 
     def _handle_status(self, t: Topic, topic: str, payload: bytes, state: SiteState,
                        now_ns: int) -> Verdict:

@@ -39,6 +39,17 @@ def test_config_errors_name_file_line_and_field(tmp_path: Path) -> None:
     assert all(i.file == str(path) for i in err.value.issues)
 
 
+def test_max_series_per_site_is_read_strictly(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("max_series_per_site: 1200\n")
+    assert load_config(path).max_series_per_site == 1200
+    assert load_config(EXAMPLE, resolve_secrets=False).max_series_per_site == 50_000
+    path.write_text("max_series_per_site: 0\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert [(i.line, i.field) for i in err.value.issues] == [(1, "max_series_per_site")]
+
+
 def test_an_empty_config_means_every_default(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("{}\n")

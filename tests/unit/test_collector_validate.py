@@ -172,3 +172,69 @@ def test_a_foreign_device_is_dropped_in_either_form(validator: Validator, form: 
     other = (Point("device", {"device": "router"}, {"up": 1}, NOW),)
     assert validator.handle(f"{TOPIC}/core-sw",
                             _both_forms(other, 2)[form - 1]).reason == "unknown_device"
+
+
+def _budget_validator(tmp_path: Path, limit: int, clock: list[float]) -> Validator:
+    write_inventory(tmp_path, "herne", {"gy": [("core-sw", "switch", "hp")],
+                                        "gs": [("ap1", "ap", "aruba")]})
+    inv = load_inventory(tmp_path, resolve_secrets=False)
+    return Validator(inv, CollectorMetrics(), limits=Limits(max_payload_bytes=1 << 20),
+                     wall_clock_ns=lambda: NOW, monotonic=lambda: clock[0],
+                     max_series_per_site=limit, series_window_s=100.0)
+
+
+def _bomb(seq: int, first: int, count: int, v: int) -> bytes:
+    """A poll of core-sw plus ``count`` interfaces with fresh names from ``first`` on."""
+    points = switch_points(ports=4, time_ns=NOW)
+    points += [Point("interface", {"device": "core-sw", "ifindex": str(i), "ifname": f"x{i}"},
+                     {"in_octets": i}, NOW) for i in range(first, first + count)]
+    return encode_batch(Batch(site="gy", seq=seq, points=tuple(points), epoch="e1", v=v))
+
+
+@pytest.mark.parametrize("v", [BATCH_V1, BATCH_V2])
+def test_series_budget_drops_new_series_and_keeps_known_ones(tmp_path: Path, v: int) -> None:
+    clock = [0.0]
+    val = _budget_validator(tmp_path, 20, clock)
+    known = switch_payload("gy", 1, v=v, ports=4, time_ns=NOW)  # 5 series
+    assert val.handle(TOPIC, known).points == 5
+    # A cardinality bomb: 1,000 new interface names; 15 fit, 985 are dropped.
+    bomb = val.handle(TOPIC, _bomb(2, 0, 1000, v))
+    assert not bomb.dropped and bomb.points == 5 + 15 and len(bomb.lines) == 20
+    assert len(bomb.decoded) == 20  # the outage engine sees only what is written
+    assert val.metrics.dropped_points.get("series_budget") == 985
+    state = val.sites[("herne", "gy")]
+    assert state.to_json()["series"] == 20 and state.series_dropped == 985
+    # Known series keep flowing, new ones stay out; other sites have their own budget.
+    again = val.handle(TOPIC, _bomb(3, 0, 1000, v))
+    assert again.points == 20 and val.metrics.dropped_points.get("series_budget") == 1970
+    assert val.handle(TOPIC, switch_payload("gy", 4, v=v, ports=4, time_ns=NOW)).points == 5
+    other = encode_batch(Batch(site="gs", seq=1, epoch="e1", v=v, points=tuple(
+        Point("interface", {"device": "ap1", "ifname": f"w{i}"}, {"in_octets": 1}, NOW)
+        for i in range(20))))
+    assert val.handle("schoolnet/v1/herne/gs/metrics", other).points == 20
+    assert 'schoolnet_collector_site_series{tenant="herne",site="gy"} 20' in (
+        val.metrics.registry.render())
+
+
+def test_series_budget_logs_at_most_once_per_interval(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    val = _budget_validator(tmp_path, 10, [0.0])
+    with caplog.at_level(logging.WARNING, logger="schoolnet.collector"):
+        for seq in range(1, 6):
+            val.handle(TOPIC, _bomb(seq, seq * 100, 50, BATCH_V2))
+    lines = [r.getMessage() for r in caplog.records if "series_budget" in r.getMessage()]
+    assert len(lines) == 1 and "max_series_per_site" in lines[0]
+
+
+def test_series_not_seen_for_two_windows_are_forgotten(tmp_path: Path) -> None:
+    clock = [0.0]
+    val = _budget_validator(tmp_path, 10, clock)
+    assert val.handle(TOPIC, _bomb(1, 0, 5, BATCH_V2)).points == 10  # budget full
+    assert val.handle(TOPIC, _bomb(2, 100, 5, BATCH_V2)).points == 5
+    clock[0] = 150.0  # next window: the known ones move over, still full
+    assert val.handle(TOPIC, _bomb(3, 0, 5, BATCH_V2)).points == 10
+    assert val.handle(TOPIC, _bomb(4, 100, 5, BATCH_V2)).points == 5
+    clock[0] = 300.0  # the switch lost x0..x4 for good; after two windows they are gone
+    assert val.handle(TOPIC, switch_payload("gy", 5, ports=4, time_ns=NOW)).points == 5
+    clock[0] = 450.0
+    assert val.handle(TOPIC, _bomb(6, 100, 5, BATCH_V2)).points == 10
