@@ -208,6 +208,30 @@ def test_mikrotik_wireless_clients_per_interface_and_ssid() -> None:
     assert ssids["WARKOP-KOPIBOSS"] == {"clients": 4, "radios": 2}
 
 
+# WLAN vendors written from their published MIBs (tests/data/snmprec/README.md): not yet
+# proven on a real device.
+
+def test_unifi_radios_ssids_and_clients_from_written_recording() -> None:
+    text = (DATA / "unifi-ap.snmprec").read_text()
+    assert _detect_text(text) == ("unifi_ap", ["system", "if_mib", "unifi", "host_resources"])
+    points = poll(text, ["unifi"])
+    assert wire_valid(points)
+    assert not of(points, "snmp_error")
+    aps = of(points, "ap")
+    (system,) = [p for p in aps if "model" in p.fields]
+    assert system.fields == {"model": "UAP-AC-Pro", "ip": "10.20.1.31"}
+    (total,) = [p for p in aps if "clients" in p.fields]
+    # unifiVapNumStations 5 + 1 (ng) + 21 + 3 (na) over four VAPs.
+    assert total.fields == {"clients": 30, "radios": 4} and "ap" not in total.tags
+    radios: dict[str, dict[str, object]] = {}
+    for p in of(points, "ap_radio"):
+        radios.setdefault(p.tags["radio"], {}).update(p.fields)
+    assert radios == {"ng": {"channel_util_pct": 47, "clients": 6, "channel": 6},
+                      "na": {"channel_util_pct": 12, "clients": 24, "channel": 36}}
+    ssids = {p.tags["ssid"]: p.fields for p in of(points, "ssid")}
+    assert ssids == {"Schule": {"clients": 26, "radios": 2}, "Gast": {"clients": 4, "radios": 2}}
+
+
 # --- partial failure, limits -------------------------------------------------------
 
 def test_a_table_that_times_out_costs_only_that_table() -> None:
@@ -253,7 +277,7 @@ DUMP_RULES = {
     "procurve.snmprec": ("hpe_aruba_switch", ["entity_sensor", "poe", "lldp"]),
     "routeros.snmprec": ("mikrotik", ["mikrotik_wireless", "host_resources", "lldp"]),
     "ruckuswireless-sz.snmprec": ("ruckus", ["host_resources"]),
-    "unifi.snmprec": ("unifi_ap", ["host_resources"]),
+    "unifi.snmprec": ("unifi_ap", ["unifi", "host_resources"]),
 }
 PACKAGED_RULES = {
     "network/wifi/aruba-7010": "aruba_controller",
