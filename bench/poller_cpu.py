@@ -31,6 +31,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from bench.bare_pysnmp import bare_poll_loop
 from bench.netns_snmpd import SnmpdNamespace, can_create_namespaces
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,54 +84,7 @@ def _child_cpu() -> float:
 
 
 async def _pysnmp_bare(port: int, rounds: int) -> tuple[float, int]:
-    from pysnmp.hlapi.v3arch.asyncio import (
-        CommunityData,
-        ContextData,
-        ObjectIdentity,
-        ObjectType,
-        SnmpEngine,
-        UdpTransportTarget,
-        bulk_cmd,
-    )
-    from pysnmp.proto.rfc1902 import ObjectName
-
-    engine = SnmpEngine()
-    target = await UdpTransportTarget.create(("127.0.0.1", port), timeout=2, retries=1)
-    auth, ctx = CommunityData("bench"), ContextData()
-    roots = [ObjectName(c) for c in COLUMNS]
-    varbinds = 0
-    start = _cpu()
-    for _ in range(rounds):
-        cursors = list(roots)
-        active = list(range(len(roots)))
-        while active:
-            req = [ObjectType(ObjectIdentity(cursors[i])) for i in active]
-            err, status, _idx, table = await bulk_cmd(
-                engine, auth, target, ctx, 0, 25, *req, lookupMib=False
-            )
-            if err or status:
-                raise RuntimeError(f"pysnmp: {err or status}")
-            width = len(active)
-            still = []
-            last: dict[int, ObjectName] = {}
-            done: set[int] = set()
-            for n, (oid, _val) in enumerate(table):
-                col = active[n % width]
-                if col in done:
-                    continue
-                if not roots[col].isPrefixOf(oid):
-                    done.add(col)
-                    continue
-                varbinds += 1
-                last[col] = oid
-            for col in active:
-                if col not in done and col in last:
-                    cursors[col] = last[col]
-                    still.append(col)
-            active = still
-    used = _cpu() - start
-    engine.close_dispatcher()
-    return used, varbinds
+    return await bare_poll_loop("127.0.0.1", port, "bench", [COLUMNS], rounds)
 
 
 def _snmpbulkwalk(port: int, rounds: int) -> tuple[float, int]:
