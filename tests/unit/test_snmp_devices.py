@@ -232,6 +232,28 @@ def test_unifi_radios_ssids_and_clients_from_written_recording() -> None:
     assert ssids == {"Schule": {"clients": 26, "radios": 2}, "Gast": {"clients": 4, "radios": 2}}
 
 
+def test_lancom_lx_station_counts_from_written_recording() -> None:
+    text = (DATA / "lancom-lx.snmprec").read_text()
+    assert _detect_text(text) == ("lancom", ["system", "if_mib", "lancom_lx", "lldp"])
+    points = poll(text, ["lancom_lx"])
+    assert wire_valid(points)
+    assert not of(points, "snmp_error")
+    (ap,) = of(points, "ap")
+    assert ap.fields == {"clients": 5} and "ap" not in ap.tags
+    radios = {(p.tags["radio"], p.tags["band"]): p.fields for p in of(points, "ap_radio")}
+    assert radios == {("WLAN-1", "2.4ghz"): {"clients": 2}, ("WLAN-2", "5ghz"): {"clients": 3}}
+    ssids = {p.tags["ssid"]: p.fields for p in of(points, "ssid")}
+    assert ssids == {"Schule": {"clients": 3}, "Gast": {"clients": 2}}
+
+
+def test_lancom_lx_profile_on_an_lcos_device_writes_nothing_and_no_error() -> None:
+    # The real LCOS L-310agn recording has no LCOS-LX-MIB: the rule still gives it
+    # lancom_lx, which must cost nothing but the empty walk.
+    points = poll(dump("lcos.snmprec"), ["lancom_lx"])
+    assert not of(points, "ap") and not of(points, "ap_radio") and not of(points, "ssid")
+    assert not of(points, "snmp_error")
+
+
 # --- partial failure, limits -------------------------------------------------------
 
 def test_a_table_that_times_out_costs_only_that_table() -> None:
@@ -273,7 +295,7 @@ DUMP_RULES = {
     "arubaos.snmprec": ("aruba_controller", ["aruba_controller", "entity_sensor", "lldp"]),
     "ciscowlc.snmprec": ("cisco_wlc", ["cisco_wlc"]),
     "fortigate.snmprec": ("fortinet", []),
-    "lcos.snmprec": ("lancom", ["lldp"]),
+    "lcos.snmprec": ("lancom", ["lancom_lx", "lldp"]),
     "procurve.snmprec": ("hpe_aruba_switch", ["entity_sensor", "poe", "lldp"]),
     "routeros.snmprec": ("mikrotik", ["mikrotik_wireless", "host_resources", "lldp"]),
     "ruckuswireless-sz.snmprec": ("ruckus", ["host_resources"]),
