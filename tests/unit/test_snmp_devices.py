@@ -136,6 +136,9 @@ def test_poe_ports_budget_and_lldp_on_written_recording() -> None:
     assert ports["1"].tags == {"device": "dev1", "role": "switch", "pse": "1",
                                "ifindex": "1", "ifname": "1"}
     assert ports["3"].fields["admin_enabled"] == "false"
+    # RFC 3621 columns: 8 MPSAbsent, 13 OverLoad, 14 Short (11 is InvalidSignature).
+    assert ports["2"].fields["mps_absent"] == 3 and ports["1"].fields["overloads"] == 1
+    assert ports["2"].fields["short_circuits"] == 0
     (budget,) = [p for p in poe if "ifindex" not in p.tags]
     assert budget.fields == {"power_w": 370.0, "status": "on", "consumption_w": 42.0,
                              "threshold_pct": 80}
