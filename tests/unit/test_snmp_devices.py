@@ -288,6 +288,22 @@ def test_ruckus_smartzone_ssid_clients_on_the_real_recording() -> None:
     assert not of(points, "ap") and not of(points, "snmp_error")
 
 
+def test_aerohive_clients_per_interface_and_ssid_from_written_recording() -> None:
+    text = (DATA / "aerohive-ap.snmprec").read_text()
+    assert _detect_text(text) == ("aerohive", ["system", "if_mib", "aerohive", "lldp"])
+    points = poll(text, ["aerohive"])
+    assert wire_valid(points)
+    assert not of(points, "snmp_error")
+    (ap,) = of(points, "ap")
+    assert ap.fields == {"clients": 6} and "ap" not in ap.tags
+    radios = {p.tags["radio"]: p.fields for p in of(points, "ap_radio")}
+    assert radios == {"wifi0.1": {"clients": 2, "channel": 6},
+                      "wifi1.1": {"clients": 3, "channel": 44},
+                      "wifi1.2": {"clients": 1, "channel": 44}}
+    ssids = {p.tags["ssid"]: p.fields for p in of(points, "ssid")}
+    assert ssids == {"Schule": {"clients": 5}, "Gast": {"clients": 1}}
+
+
 # --- partial failure, limits -------------------------------------------------------
 
 def test_a_table_that_times_out_costs_only_that_table() -> None:
@@ -324,7 +340,7 @@ def test_row_limit_cuts_and_reports() -> None:
 # --- auto-detection ----------------------------------------------------------------
 
 DUMP_RULES = {
-    "aerohive.snmprec": ("aerohive", ["lldp"]),
+    "aerohive.snmprec": ("aerohive", ["aerohive", "lldp"]),
     "aruba-instant.snmprec": ("aruba_instant", ["aruba_instant", "lldp"]),
     "arubaos.snmprec": ("aruba_controller", ["aruba_controller", "entity_sensor", "lldp"]),
     "ciscowlc.snmprec": ("cisco_wlc", ["cisco_wlc"]),
