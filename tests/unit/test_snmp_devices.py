@@ -304,6 +304,21 @@ def test_aerohive_clients_per_interface_and_ssid_from_written_recording() -> Non
     assert ssids == {"Schule": {"clients": 5}, "Gast": {"clients": 1}}
 
 
+def test_cisco_9800_joined_aps_and_clients_from_written_recording() -> None:
+    text = (DATA / "cisco-9800.snmprec").read_text()
+    assert _detect_text(text) == ("cisco_9800", ["system", "if_mib", "cisco_9800"])
+    points = poll(text, ["cisco_9800"])
+    assert wire_valid(points)
+    assert not of(points, "snmp_error")
+    aps = {p.tags["ap"]: p for p in of(points, "ap") if "ap" in p.tags}
+    assert sorted(aps) == ["AP-Mensa", "AP-Physik-2OG", "AP-Turnhalle"]
+    assert aps["AP-Physik-2OG"].tags["ap_mac"] == "00:66:77:88:99:02"
+    assert aps["AP-Physik-2OG"].fields == {"clients": 25, "uptime_s": 43200.0}
+    assert aps["AP-Mensa"].fields["clients"] == 17 and aps["AP-Turnhalle"].fields["clients"] == 0
+    (joined,) = [p for p in of(points, "ap") if "aps_joined" in p.fields]
+    assert joined.fields == {"aps_joined": 3} and "ap" not in joined.tags
+
+
 # --- partial failure, limits -------------------------------------------------------
 
 def test_a_table_that_times_out_costs_only_that_table() -> None:
