@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -30,10 +29,11 @@ from collector.config import (
     SpoolSettings,
 )
 from collector.samples import switch_payload
-from schoolnet.inventory import load_inventory
 from schoolnet.sim.servers import Mosquitto, VictoriaMetrics
 from schoolnet.wire import Status, decode_batch, encode_status
 from tests.collector_support import write_inventory
+from tests.security_support import http_get, running_collector
+from tests.security_support import metric as metric_at
 
 pytestmark = pytest.mark.integration
 
@@ -80,37 +80,18 @@ async def eventually(check: Callable[[], Any], what: str, timeout: float = 20.0)
         await asyncio.sleep(0.1)
 
 
-@asynccontextmanager
-async def running(cfg: CollectorConfig, shutdown_timeout_s: float = 5.0) -> AsyncIterator[Collector]:
-    """A collector running in this event loop, connected and subscribed."""
-    inv = load_inventory(cfg.inventory, resolve_secrets=False)
-    c = Collector(cfg, inv)
-    stop = asyncio.Event()
-    task = asyncio.create_task(c.serve(stop, shutdown_timeout_s=shutdown_timeout_s))
-    await c.started.wait()
-    await eventually(lambda: c.subscriber.subscribed, "the collector to subscribe")
-    try:
-        yield c
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, shutdown_timeout_s + 15)
+#: A collector running in this event loop, connected and subscribed.
+running = running_collector
 
 
 def get(c: Collector, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{c.http.port}{path}", timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
+    """GET a page of the collector's HTTP endpoint."""
+    return http_get(c.http.port, path)
 
 
 def metric(c: Collector, name: str) -> float:
     """A value from the collector's /metrics, over HTTP (0 if absent)."""
-    _, body = get(c, "/metrics")
-    for line in body.splitlines():
-        if line.startswith(name + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+    return metric_at(c.http.port, name)
 
 
 @asynccontextmanager
