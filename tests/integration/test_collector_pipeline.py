@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -32,7 +32,7 @@ from collector.samples import switch_payload
 from schoolnet.sim.servers import Mosquitto, VictoriaMetrics
 from schoolnet.wire import Status, decode_batch, encode_status
 from tests.collector_support import write_inventory
-from tests.security_support import http_get, running_collector
+from tests.security_support import eventually, http_get, running_collector
 from tests.security_support import metric as metric_at
 
 pytestmark = pytest.mark.integration
@@ -65,19 +65,6 @@ def make_config(tmp: Path, broker: Mosquitto, db: VictoriaMetrics, *, spool: boo
 
 def tenant_of(cfg: CollectorConfig) -> str:
     return cfg.mqtt.tenants[0]
-
-
-async def eventually(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-    """Poll ``check`` (run in a thread: it may do blocking HTTP) until truthy."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        got = await asyncio.to_thread(check)
-        if got:
-            return got
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 #: A collector running in this event loop, connected and subscribed.
