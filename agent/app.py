@@ -55,7 +55,8 @@ DEFAULT_RESEND_WINDOW_S = 30.0
 
 
 def default_sources(site: Site) -> list[Source]:
-    """The site's SNMP pollers (``agent.snmp.build_sources``) and uplink probes."""
+    """The site's SNMP pollers (``agent.snmp.build_sources``), uplink probes and the
+    LLDP ``topology`` derived from the polls (agent/topology_source.py)."""
     try:
         from agent.snmp import build_sources  # type: ignore[attr-defined, unused-ignore]
     except ImportError as exc:
@@ -69,8 +70,9 @@ def default_sources(site: Site) -> list[Source]:
     # The uplink probes (docs/probes.md); the uplink device's SNMP source comes back
     # wrapped so its polls also yield the ``uplink`` utilization point.
     from agent.probes import build_sources as probe_sources
+    from agent.topology_source import with_topology
 
-    return probe_sources(site, snmp)
+    return with_topology(site, probe_sources(site, snmp))
 
 
 class Agent:
@@ -156,7 +158,11 @@ class Agent:
             writer = asyncio.create_task(self._write_spool(), name="spool-writer")
             code = EXIT_OK
             if self.once:
-                await asyncio.gather(*(r.gather_once() for r in self.runners))
+                # Derived sources (the topology) read what the others gathered: after them.
+                first = [r for r in self.runners if not getattr(r.source, "derived", False)]
+                await asyncio.gather(*(r.gather_once() for r in first))
+                await asyncio.gather(*(r.gather_once() for r in self.runners
+                                       if r not in first))
             else:
                 code = await self._main_loop(forwarder, writer)
             await self._close_sources()

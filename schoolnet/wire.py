@@ -131,6 +131,8 @@ MEASUREMENT_TAGS: Final[Mapping[str, frozenset[str]]] = {
     "sensor": DEVICE_TAGS | {"sensor", "sensor_type"},
     "poe": DEVICE_TAGS | {"ifindex", "ifname", "pse"},
     "lldp": DEVICE_TAGS | {"ifname", "remote_name", "remote_port"},
+    # The site's LLDP graph, one point per link (agent/topology_source.py).
+    "topology": DEVICE_TAGS | {"ifname", "neighbour", "neighbour_port"},
     "health": DEVICE_TAGS,
 }
 

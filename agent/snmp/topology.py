@@ -16,6 +16,8 @@ from the database or from one poll — plus the site's inventory devices.
   root; ties prefer a neighbour that itself sees the device (its own port is then
   known first-hand), then the name. The evidence is the parent's port (and the
   device's own port where known).
+- The **links** (:func:`links`) are what the agent writes as ``topology`` points
+  (agent/topology_source.py): each link once, oriented away from the root.
 """
 
 from __future__ import annotations
@@ -195,6 +197,54 @@ def build(observations: Iterable[Observation], devices: Sequence[Device],
     return Topology(devices=names, roots=tuple(roots), edges=tuple(sorted(
         edges, key=lambda e: (e.seer, e.seer_port, e.seen, e.seen_port))),
         unknown=tuple(unknown), distance=distance, suggestions=suggestions)
+
+
+@dataclass(frozen=True)
+class Link:
+    """One link of the graph, oriented away from the root: ``device`` (an inventory
+    device) on its port ``port`` reaches ``neighbour`` on ``neighbour_port``.
+
+    ``known``: the neighbour is an inventory device (else its LLDP name). ``depth``: the
+    neighbour's hops from the root (None when no root reaches it). ``parent_link``: this
+    is the link of the neighbour's suggested parent. Empty ports are unknown ones.
+    """
+
+    device: str
+    port: str
+    neighbour: str
+    neighbour_port: str
+    known: bool
+    depth: int | None
+    parent_link: bool
+
+
+def links(topo: Topology) -> list[Link]:
+    """Every link once: inventory pairs oriented from the end nearer a root (then by
+    name), as that end reports them (else as the far end does); then unknown remotes."""
+    far = len(topo.devices) + 1  # further than any reachable device
+
+    def rank(name: str) -> tuple[int, str]:
+        return topo.distance.get(name, far), name
+
+    reports: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    reverse: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for e in topo.edges:
+        if rank(e.seer) < rank(e.seen):
+            reports.setdefault((e.seer, e.seen), []).append((e.seer_port, e.seen_port))
+        else:
+            reverse.setdefault((e.seen, e.seer), []).append((e.seen_port, e.seer_port))
+    out: list[Link] = []
+    for pair in sorted(reports.keys() | reverse.keys()):
+        up, down = pair
+        s = topo.suggestions.get(down)
+        for port, nport in sorted(set(reports.get(pair) or reverse[pair])):
+            is_parent = s is not None and s.parent == up and s.parent_port == port
+            out.append(Link(up, port, down, nport, True, topo.distance.get(down), is_parent))
+    for obs in topo.unknown:
+        at = topo.distance.get(obs.device)
+        out.append(Link(obs.device, obs.local_port, obs.remote_name, obs.remote_port, False,
+                        None if at is None else at + 1, False))
+    return out
 
 
 def render_tree(topo: Topology) -> str:

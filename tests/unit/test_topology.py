@@ -1,27 +1,38 @@
-"""agent.snmp.topology: the neighbour graph, the tree and suggested parents (pure)."""
+"""agent.snmp.topology (the neighbour graph, tree, suggested parents and links; pure) and
+agent.topology_source (the links as ``topology`` points, derived from the SNMP polls)."""
 
 from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from typing import Any
 
 import pytest
 
 from agent.snmp.topology import (
+    Link,
     Observation,
     build,
+    links,
     observations_from_points,
     render_suggestions,
     render_tree,
     short_name,
 )
+from agent.topology_source import NeighbourStore, NeighbourTap, may_poll_lldp, with_topology
 from schoolnet.configfile import Secret
-from schoolnet.inventory import Device, SnmpCredentials
-from schoolnet.wire import Point
+from schoolnet.inventory import AgentSettings, Device, Site, SnmpCredentials, Uplink
+from schoolnet.wire import DEFAULT_LIMITS, Point, check_point
+
+NS = 1_000_000_000
 
 CREDS = SnmpCredentials(version="2c", community=Secret("x"))
 
 
-def dev(name: str, host: str = "", parent: str | None = None, role: str = "switch") -> Device:
+def dev(name: str, host: str = "", parent: str | None = None, role: str = "switch",
+        vendor: str = "") -> Device:
     return Device(name=name, host=host or f"{name}.school.example", role=role, parent=parent,
-                  snmp=CREDS)
+                  vendor=vendor, snmp=CREDS)
 
 
 def obs(device: str, port: str, remote: str, rport: str = "", *addrs: str) -> Observation:
@@ -178,3 +189,193 @@ def test_run_wants_exactly_one_source() -> None:
     assert run("tree", site_id="x", site_configs=".", poll=False) == EXIT_CONFIG
     assert run("tree", site_id="x", site_configs=".", poll=True,
                url="http://127.0.0.1:1") == EXIT_CONFIG
+
+
+# --- the links the agent writes as `topology` points ------------------------------------
+
+def test_links_are_oriented_from_the_root_each_once() -> None:
+    observations, uplink, _, _ = CASES["loop: two switches see each other, parent is the one "
+                                       "closer to the root"]
+    got = links(build([*observations, obs("access-sw", "8", "phone-12", "port1")], INV, uplink))
+    # Both ends report router<->core-sw and core-sw<->access-sw: one link each, as the
+    # end nearer the root sees it; the phone hangs one hop below access-sw.
+    assert got == [
+        Link("core-sw", "Gi0/5", "access-sw", "1", True, 2, True),
+        Link("router", "ether2", "core-sw", "Gi0/1", True, 1, True),
+        Link("access-sw", "8", "phone-12", "port1", False, 3, False),
+    ]
+
+
+def test_links_from_the_far_end_and_cross_links() -> None:
+    observations, uplink, _, _ = CASES["triangle: tie broken by who sees the device, then by "
+                                       "name"]
+    got = {(x.device, x.port, x.neighbour): (x.depth, x.parent_link)
+           for x in links(build([*observations, obs("printer-sw", "3", "ap-101", "eth1")],
+                                INV, uplink))}
+    assert got == {
+        ("router", "ether2", "core-sw"): (1, True),
+        ("router", "ether3", "access-sw"): (1, True),
+        # a cross link between two switches one hop from the root: not a parent link
+        ("access-sw", "", "core-sw"): (1, False),
+        ("access-sw", "2", "ap-101"): (2, True),
+        ("core-sw", "Gi0/7", "ap-101"): (2, False),
+        # only the far end (printer-sw) reports it: the near end's port is its remote_port
+        ("ap-101", "eth1", "printer-sw"): (3, True),
+    }
+
+
+def test_links_of_devices_no_root_reaches_have_no_depth() -> None:
+    got = links(build([obs("access-sw", "1", "printer-sw", "4"),
+                       obs("access-sw", "2", "cam-1", "p0")], INV, "router"))
+    assert [(x.device, x.neighbour, x.depth, x.parent_link) for x in got] == [
+        ("access-sw", "printer-sw", None, False), ("access-sw", "cam-1", None, False)]
+
+
+# --- the derived source: tapped polls in, `topology` points out -------------------------
+
+def site(devices: list[Device], uplink: str | None = "router") -> Site:
+    up = Uplink(kind="fibre", down_mbit=400, up_mbit=400, device=uplink,
+                interface="ether1") if uplink else None
+    return Site(id="gy-a", name="A", tenant="t1", uplink=up, agent=AgentSettings(),
+                devices=tuple(devices))
+
+
+def poll(device: str, *neighbours: tuple[str, str, str], reachable: int = 1,
+         failed: str = "") -> list[Point]:
+    """One SNMP poll's points: the device point, its lldp rows, a failed table."""
+    out = [Point("device", {"device": device, "role": "switch"}, {"reachable": reachable}, 1)]
+    out += [Point("lldp", {"device": device, "role": "switch", "ifname": port,
+                           "remote_name": remote, "remote_port": rport},
+                  {"capabilities": "bridge"}, 1) for port, remote, rport in neighbours]
+    if failed:
+        out.append(Point("snmp_error", {"device": device, "table": "lldp_neighbours",
+                                        "error": failed}, {"message": "x"}, 1))
+    return out
+
+
+LLDP_INV = [dev("router", "10.0.0.1", role="router", vendor="mikrotik"),
+            dev("core-sw", "10.0.0.2"), dev("ap-101", "10.0.0.11", role="ap")]
+T0 = 1_800_000_000 * NS
+
+
+def rows(points: list[Point]) -> dict[tuple[str, ...], dict[str, Any]]:
+    """``topology`` points by (device, ifname, neighbour, neighbour_port)."""
+    for p in points:
+        check_point(p, DEFAULT_LIMITS, now_ns=p.time_ns)  # the wire contract holds
+    return {tuple(p.tags.get(k, "") for k in ("device", "ifname", "neighbour",
+                                              "neighbour_port")): dict(p.fields)
+            for p in points if p.measurement == "topology"}
+
+
+class FixedPolls:
+    """An SNMP source stand-in that returns the points it is given, once each."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.next: list[Point] = []
+        self.closed = False
+
+    async def collect(self, now_ns: int) -> list[Point]:
+        return self.next
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def tapped_site() -> tuple[dict[str, FixedPolls], list[Any]]:
+    polls = {d.name: FixedPolls(f"snmp:{d.name}") for d in LLDP_INV}
+    lldp_inv = [replace(d, profiles=("system", "lldp") if d.role != "ap" else ("auto",))
+                for d in LLDP_INV]
+    probe = FixedPolls("probe:icmp")
+    return polls, with_topology(site(lldp_inv), [*polls.values(), probe], refresh_s=900)
+
+
+async def tick(sources: list[Any], now_ns: int) -> list[Point]:
+    out: list[Point] = []
+    for s in sources:
+        out += await s.collect(now_ns)
+    return out
+
+
+def test_topology_points_on_change_and_every_refresh() -> None:
+    polls, sources = tapped_site()
+    assert [s.name for s in sources] == ["snmp:router", "snmp:core-sw", "snmp:ap-101",
+                                         "probe:icmp", "topology"]
+    topology = sources[-1]
+
+    async def scenario() -> None:
+        # Before the AP was polled: nothing (half a site would be written twice).
+        polls["router"].next = poll("router", ("ether2", "core-sw.school.example", "Gi0/1"))
+        assert await topology.collect(T0) == []
+        await sources[0].collect(T0)
+        assert await topology.collect(T0) == []
+        polls["core-sw"].next = poll("core-sw", ("Gi0/1", "router", "ether2"),
+                                     ("Gi0/7", "AP-101", "eth0"), ("Gi0/9", "SEP0011", "Port 1"))
+        polls["ap-101"].next = poll("ap-101", reachable=0)  # down: polled, nothing read
+        first = await tick(sources, T0 + 60 * NS)
+        got = rows(first)
+        assert got == {
+            ("router", "ether2", "core-sw", "Gi0/1"):
+                {"present": 1, "known": 1, "parent_link": 1, "depth": 1},
+            ("core-sw", "Gi0/7", "ap-101", "eth0"):
+                {"present": 1, "known": 1, "parent_link": 1, "depth": 2},
+            ("core-sw", "Gi0/9", "SEP0011", "Port 1"):
+                {"present": 1, "known": 0, "parent_link": 0, "depth": 2},
+        }
+        # The snmp points pass through the taps unchanged.
+        assert [p for p in first if p.measurement != "topology"] == [
+            *polls["router"].next, *polls["core-sw"].next, *polls["ap-101"].next]
+        router_link = next(p for p in first if p.measurement == "topology"
+                           and p.tags["device"] == "router")
+        assert router_link.tags["role"] == "router" and router_link.tags["vendor"] == "mikrotik"
+        # Unchanged: nothing until the refresh is due, then all links again.
+        assert rows(await tick(sources, T0 + 120 * NS)) == {}
+        assert rows(await tick(sources, T0 + 960 * NS)) == got
+        # The phone is unplugged: written at once, its link one last time as gone.
+        polls["core-sw"].next = poll("core-sw", ("Gi0/1", "router", "ether2"),
+                                     ("Gi0/7", "AP-101", "eth0"))
+        changed = rows(await tick(sources, T0 + 1020 * NS))
+        assert changed[("core-sw", "Gi0/9", "SEP0011", "Port 1")]["present"] == 0
+        assert sorted(v["present"] for v in changed.values()) == [0, 1, 1]
+        assert rows(await tick(sources, T0 + 1080 * NS)) == {}
+
+    asyncio.run(scenario())
+
+
+def test_a_poll_that_did_not_read_the_table_keeps_the_neighbours_for_a_while() -> None:
+    store = NeighbourStore(["core-sw"], max_age_s=3600)
+    store.record("core-sw", poll("core-sw", ("Gi0/7", "ap-101", "eth0")), T0)
+    for failed in (poll("core-sw", reachable=0), poll("core-sw", failed="timeout")):
+        store.record("core-sw", failed, T0 + 60 * NS)
+        assert [r[0]["remote_name"] for r in store.rows(T0 + 60 * NS)] == ["ap-101"]
+    assert store.rows(T0 + 3601 * NS) == []  # too old now
+    # A row_limit cut still read the table; an answered empty table means no neighbours.
+    store.record("core-sw", poll("core-sw", ("Gi0/8", "x", "1"), failed="row_limit"), T0)
+    assert len(store.rows(T0)) == 1
+    store.record("core-sw", poll("core-sw"), T0)
+    assert store.rows(T0) == []
+
+
+def test_a_failed_gather_counts_as_polled_and_close_reaches_the_poller() -> None:
+    class Broken(FixedPolls):
+        async def collect(self, now_ns: int) -> list[Point]:
+            raise TimeoutError("gone")
+
+    store = NeighbourStore(["core-sw"])
+    inner = Broken("snmp:core-sw")
+    tap = NeighbourTap(inner, "core-sw", store)
+
+    async def scenario() -> None:
+        with pytest.raises(TimeoutError):
+            await tap.collect(T0)
+        await tap.close()
+
+    asyncio.run(scenario())
+    assert store.ready and store.rows(T0) == [] and inner.closed
+    assert tap.next == []  # other attributes are the poller's
+
+
+def test_sites_without_lldp_get_no_topology_source() -> None:
+    plain = FixedPolls("snmp:core-sw")
+    assert with_topology(site(LLDP_INV), [plain]) == [plain]
+    assert may_poll_lldp(replace(LLDP_INV[0], profiles=("auto",)))
