@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from agent.snmp import build_sources
+from agent.snmp.detect import detect, load_rules
 from agent.snmp.profile import PROFILE_DIR, Profile, load_profiles, resolve
 from schoolnet.configfile import ConfigError, Secret
 from schoolnet.inventory import AgentSettings, Device, Site, SnmpCredentials
@@ -151,3 +152,53 @@ def test_build_sources_rejects_an_unknown_profile() -> None:
     with pytest.raises(ConfigError, match=r"site-configs/t/s.yaml: devices\[0\].profile: "
                                           r"unknown profile 'nope'"):
         build_sources(site)
+
+
+# --- detection of WLAN controllers, on identities real devices report ----------------
+
+# (sysObjectID, sysDescr) → rule. Real: seen in LibreNMS' device recordings
+# (tests/snmpsim/<name>.snmprec) or in the shared dumps; written: the form a family
+# uses with another model, or only the id the vendor's products MIB assigns.
+REAL_C9800 = ("Cisco IOS Software [Cupertino], C9800 Software (C9800_IOSXE-K9), Version "
+              "17.9.4, RELEASE SOFTWARE (fc5)\r\nTechnical Support: "
+              "http://www.cisco.com/techsupport")
+
+
+@pytest.mark.parametrize(
+    ("object_id", "descr", "rule"),
+    [
+        pytest.param("1.3.6.1.4.1.25053.3.1.5.15", "Ruckus Wireless ZD1200", "ruckus_zd",
+                     id="real ZD1200 (ruckuswireless)"),
+        pytest.param("1.3.6.1.4.1.25053.3.1.5.1", "", "ruckus_zd",
+                     id="ZD1000 by RUCKUS-PRODUCTS-MIB id"),
+        pytest.param("1.3.6.1.4.1.25053.3.1.5.20", "Ruckus Wireless T300", "ruckus_unleashed",
+                     id="real Unleashed T300 (ruckuswireless-unleashed)"),
+        # Unleashed up to 200.14 answers the ZD1200's id; its sysDescr names the AP.
+        pytest.param("1.3.6.1.4.1.25053.3.1.5.15", "Ruckus Wireless R510", "ruckus_unleashed",
+                     id="old Unleashed on the ZD1200 id (written)"),
+        pytest.param("1.3.6.1.4.1.25053.3.1.11.1", "SmartZone", "ruckus",
+                     id="real SmartZone SZ104 (ruckuswireless-sz)"),
+        pytest.param("1.3.6.1.4.1.9.1.2861", REAL_C9800, "cisco_9800",
+                     id="real C9800 (iosxe_c9800)"),
+        pytest.param("1.3.6.1.4.1.9.1.2391", "", "cisco_9800",
+                     id="C9800-CL by object id alone"),
+        pytest.param("1.3.6.1.4.1.9.1.1069", "Cisco Controller", "cisco_wlc",
+                     id="real AireOS WLC (ciscowlc)"),
+        pytest.param("1.3.6.1.4.1.9.1.617", "Cisco IOS Software, C3560 Software", "cisco_ios",
+                     id="IOS switch is no 9800"),
+        pytest.param("1.3.6.1.4.1.2356.600.6.310",
+                     "LANCOM L-310agn Wireless 8.60.0189 / 02.04.2012 111211800199", "lancom",
+                     id="real LCOS L-310agn (lcos)"),
+    ],
+)
+def test_detection_of_wlan_controllers(object_id: str, descr: str, rule: str) -> None:
+    found = detect(load_rules(), object_id, descr)
+    assert found.rule is not None and found.rule.name == rule
+
+
+def test_lancom_devices_get_both_lcos_and_lx_profiles() -> None:
+    # No public identity tells LCOS from LCOS LX: both profiles, each on its own MIB.
+    found = detect(load_rules(), "1.3.6.1.4.1.2356.600.6.310", "LANCOM L-310agn Wireless")
+    assert found.profiles == ("system", "if_mib", "lancom_lx", "lancom_lcos", "lldp")
+    tables = {p: {t.name for t in _profiles()[p].tables} for p in ("lancom_lx", "lancom_lcos")}
+    assert not tables["lancom_lx"] & tables["lancom_lcos"]
