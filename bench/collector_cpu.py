@@ -13,6 +13,8 @@ Mosquitto for its persistent session (so the publisher's CPU is not in the figur
 - ``lean311``: ``lean`` over MQTT 3.1.1 (``mqtt.protocol: "3.1.1"``) like the bare
   consumer: paho handles MQTT 5 properties on every message, which costs about as much
   as decoding the payload;
+- ``spool`` and ``outages``: ``lean`` with only the disk spool or only the outage
+  engine on, to show what each costs;
 - ``bare``: a bare aiomqtt consumer that only does ``json.loads`` on each payload (the
   floor for any Python MQTT consumer), on the same payloads.
 
@@ -51,8 +53,9 @@ TENANT = "bench"
 SITE = "gy-bench"
 PORTS = 48
 #: Contenders and the MQTT protocol each speaks.
-PROTOCOLS = {"bare": "3.1.1", "schoolnet": "5", "lean": "5", "lean311": "3.1.1"}
-COLLECTORS = ("schoolnet", "lean", "lean311")
+PROTOCOLS = {"bare": "3.1.1", "schoolnet": "5", "lean": "5", "lean311": "3.1.1",
+             "spool": "5", "outages": "5"}
+COLLECTORS = ("schoolnet", "lean", "lean311", "spool", "outages")
 
 
 def _cpu() -> float:
@@ -96,8 +99,8 @@ async def _child_schoolnet(host: str, port: int, db_url: str, client_id: str, n:
         # A state dir per run: the spool keeps the per-site seq state, and every run
         # sends the same seqs.
         state_dir=str(workdir / f"state-{client_id}"),
-        spool=SpoolSettings(enabled=kind == "schoolnet"),
-        alerting=AlertingSettings(enabled=kind == "schoolnet"))
+        spool=SpoolSettings(enabled=kind in ("schoolnet", "spool")),
+        alerting=AlertingSettings(enabled=kind in ("schoolnet", "outages")))
     collector = Collector(cfg, load_inventory(cfg.inventory, resolve_secrets=False))
     stop = asyncio.Event()
     cpu0, t0 = _cpu(), time.monotonic()
@@ -232,7 +235,12 @@ def main() -> None:
     ap.add_argument("--messages", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=3, help="repeat everything; medians shown")
     ap.add_argument("--forms", default="2,1", help="payload forms to measure (2=groups, 1=points)")
+    ap.add_argument("--kinds", default=",".join(COLLECTORS),
+                    help=f"collector contenders to run (of {', '.join(COLLECTORS)})")
     args = ap.parse_args()
+    kinds = [k for k in args.kinds.split(",") if k]
+    if not set(kinds) <= set(COLLECTORS):
+        ap.error(f"--kinds: unknown contender in {args.kinds!r}")
     n = args.messages
     forms = [int(f) for f in args.forms.split(",")]
     now = time.time_ns()
@@ -252,7 +260,7 @@ def main() -> None:
                     handle_s, loads_s = in_process(payloads[v], work)
                     got[(v, "handle")].append(handle_s)
                     got[(v, "loads")].append(loads_s)
-                    for kind in ("bare", *COLLECTORS):
+                    for kind in ("bare", *kinds):
                         r = run_contender(kind, broker, db, payloads[v], work)
                         got[(v, kind)].append(r["cpu_s"] / n)
                         if kind != "bare":
@@ -268,19 +276,22 @@ def main() -> None:
         for key, name in (("schoolnet", "collector e2e, default config"),
                           ("lean", "collector e2e, no spool/outages"),
                           ("lean311", "  the same over MQTT 3.1.1"),
+                          ("spool", "  lean + the disk spool"),
+                          ("outages", "  lean + the outage engine"),
                           ("bare", "bare aiomqtt (3.1.1) + json.loads"),
                           ("handle", "Validator.handle only (no I/O)"),
                           ("loads", "json.loads only")):
             vals = got[(v, key)]
-            print(f"  {name:<34}{_stats(vals):>26}{1 / statistics.median(vals):>13.0f}")
-        for kind in COLLECTORS:
+            if vals:
+                print(f"  {name:<34}{_stats(vals):>26}{1 / statistics.median(vals):>13.0f}")
+        for kind in kinds:
             ratios = got[(v, f"ratio-{kind}")]
             print(f"  ratio collector ({kind}) / bare: {statistics.median(ratios):.2f}x "
                   f"[{min(ratios):.2f}-{max(ratios):.2f}]")
         print(f"  points written per run: {', '.join(f'{w:.0f}' for w in written[v])} "
               f"(want {n * (PORTS + 1)} each)")
     if 1 in forms and 2 in forms:
-        for kind in COLLECTORS:
+        for kind in kinds:
             old = statistics.median(got[(1, kind)])
             new = statistics.median(got[(2, kind)])
             print(f"{kind}: v2 payloads take {old / new:.2f}x less CPU than v1")
