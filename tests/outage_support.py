@@ -90,6 +90,41 @@ def probe_round(t: float, loss: float, rtt: float = 12.0) -> list[Point]:
             icmp_point("noc", loss, t, rtt, "noc"), icmp_point("anchor", loss, t, rtt)]
 
 
+def controller_devices(aps: int = 0) -> list[dict[str, Any]]:
+    """A school whose APs hang off a WLAN controller: router -> core-sw -> wlc."""
+    devs = [
+        {"name": "router", "host": "10.0.0.1", "role": "router"},
+        {"name": "core-sw", "host": "10.0.0.2", "role": "switch", "parent": "router"},
+        {"name": "wlc", "host": "10.0.0.3", "role": "controller", "parent": "core-sw"},
+    ]
+    return devs + school_devices(aps=aps, switches=0)[2:] if aps else devs
+
+
+def controller_poll(aps: dict[str, str], t: float, *, controller: str = "wlc",
+                    reachable: bool = True, clients: int = 5) -> list[Point]:
+    """One poll of a WLAN controller as the agent sends it (device point first).
+
+    ``aps``: name -> ``up`` (listed, status up, an ``up`` point), ``down`` (listed in
+    another state: no ``up`` point) or ``gone`` (not in the controller's table). The
+    points have the shapes the controller profiles write (agent/profiles/*.yaml).
+    """
+    ns = int(t * NS)
+    tags = {"device": controller, "role": "controller"}
+    out = [Point("device", tags, {"reachable": 1 if reachable else 0, "poll_ms": 40.0}, ns)]
+    if not reachable:
+        return out
+    listed = {n: st for n, st in aps.items() if st != "gone"}
+    for i, (name, st) in enumerate(sorted(listed.items())):
+        ap_tags = {**tags, "ap": name, "ap_mac": f"00:11:22:33:44:{i:02x}"}
+        if st == "up":
+            out.append(Point("ap", ap_tags, {"up": 1}, ns + 1))
+        out.append(Point("ap", ap_tags, {"status": st, "model": "AP-515"}, ns + 2))
+        out.append(Point("ap", ap_tags, {"clients": clients if st == "up" else 0}, ns + 3))
+    joined = sum(1 for st in listed.values() if st == "up")
+    out.append(Point("ap", tags, {"aps_joined": joined}, ns + 4))
+    return out
+
+
 def now_s() -> float:
     """Wall-clock seconds."""
     return time.time()

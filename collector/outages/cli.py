@@ -2,7 +2,8 @@
 
 Both read the collector's config (for ``state_dir`` and the inventory) and work on the
 state database directly, so they answer while the collector is down too; a running
-collector picks up maintenance windows added here within a tick.
+collector picks up maintenance windows and ``outages forget-ap`` requests added here
+within a tick (a stopped one at its next start).
 """
 
 from __future__ import annotations
@@ -62,8 +63,8 @@ def outage_rows(outages: list[Outage], now: float, *, with_affected: bool) -> li
     return rows
 
 
-@click.command("outages")
-@click.option("--config", "-c", "config_path", required=True,
+@click.group("outages", invoke_without_command=True)
+@click.option("--config", "-c", "config_path", default=None,
               type=click.Path(exists=True, dir_okay=False), help="The collector's config file.")
 @click.option("--tenant", default=None, help="Only this tenant.")
 @click.option("--hours", type=float, default=24.0, show_default=True,
@@ -71,9 +72,17 @@ def outage_rows(outages: list[Outage], now: float, *, with_affected: bool) -> li
 @click.option("--all", "with_affected", is_flag=True,
               help="List affected outages one by one too (normally only counted).")
 @click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
-def outages_command(config_path: str, tenant: str | None, hours: float, with_affected: bool,
-                    as_json: bool) -> None:
-    """Open and recent outages, with how many outages each root cause covered."""
+@click.pass_context
+def outages_command(ctx: click.Context, config_path: str | None, tenant: str | None,
+                    hours: float, with_affected: bool, as_json: bool) -> None:
+    """Open and recent outages, with how many outages each root cause covered.
+
+    Subcommands: ``aps`` (APs behind WLAN controllers), ``forget-ap``.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if config_path is None:
+        raise click.UsageError("Missing option '--config' / '-c'.")
     store, _ = _load(config_path)
     now = time.time()
     rows = outage_rows(store.outages(since=now - hours * 3600, tenant=tenant), now,
@@ -171,3 +180,70 @@ def maintenance_remove(config_path: str, window_id: int) -> None:
         click.echo(f"no maintenance window {window_id}", err=True)
         sys.exit(1)
     click.echo(f"removed {window_id}")
+
+
+def ap_rows(store: OutageStore, tenant: str | None) -> list[dict[str, Any]]:
+    """One row per learned AP: its controller, state, last known clients, last seen."""
+    aps = store.learned_aps(tenant)
+    keys = [f"{a['tenant']}/{a['site']}/ap/{a['name']}" for a in aps]
+    states = store.load_entity_states(keys)
+    pending = set(store.forget_requests())
+    rows = []
+    for key, a in zip(keys, aps, strict=True):
+        st = states.get(key, {})
+        state = "down" if st.get("bad") else ("suspect" if st.get("suspect") else "up")
+        if key in pending:
+            state += " (forget requested)"
+        rows.append({"key": key, "tenant": a["tenant"], "site": a["site"],
+                     "controller": a["controller"], "ap": a["name"], "mac": a.get("mac", ""),
+                     "state": state, "clients": a.get("clients"),
+                     "last_up": _local(float(a.get("last_up", 0.0)))})
+    return rows
+
+
+@outages_command.command("aps")
+@click.option("--config", "-c", "config_path", required=True,
+              type=click.Path(exists=True, dir_okay=False))
+@click.option("--tenant", default=None)
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
+def outages_aps(config_path: str, tenant: str | None, as_json: bool) -> None:
+    """APs behind WLAN controllers: expected vs up per controller, and each AP."""
+    store, _ = _load(config_path)
+    rows = ap_rows(store, tenant)
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    if not rows:
+        click.echo("no access points learned from controllers")
+        return
+    per: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        per.setdefault((r["tenant"], r["site"], r["controller"]), []).append(r)
+    for (t, s, ctl), members in per.items():
+        up = sum(1 for r in members if r["state"].startswith("up"))
+        click.echo(f"{t}/{s} controller {ctl}: {len(members)} expected, {up} up")
+        for r in members:
+            click.echo(f"  {r['ap']:<24} {r['state']:<8} clients {r['clients']!s:<4} "
+                       f"last up {r['last_up']}  {r['mac']}".rstrip())
+
+
+@outages_command.command("forget-ap")
+@click.option("--config", "-c", "config_path", required=True,
+              type=click.Path(exists=True, dir_okay=False))
+@click.argument("ap_key")
+def outages_forget_ap(config_path: str, ap_key: str) -> None:
+    """Stop expecting an AP now (TENANT/SITE/NAME, as `outages aps --json` shows as key).
+
+    Its open outage resolves. It is learned again if its controller reports it up.
+    """
+    store, _ = _load(config_path)
+    parts = ap_key.split("/")
+    key = ap_key if len(parts) >= 4 and parts[2] == "ap" else "/".join(
+        [*parts[:2], "ap", *parts[2:]])
+    known = {f"{a['tenant']}/{a['site']}/ap/{a['name']}" for a in store.learned_aps()}
+    if key not in known:
+        click.echo(f"no learned access point {ap_key!r} (see: schoolnet outages aps)", err=True)
+        sys.exit(1)
+    store.request_forget(key, time.time())
+    click.echo(f"forget requested: {key} (a running collector applies it within a tick, "
+               "a stopped one at its next start)")

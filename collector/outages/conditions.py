@@ -178,3 +178,22 @@ def agent_observation(status: str, reason: str, silent_s: float | None,
     if silent_s is not None and silent_s > limit_s:
         return Observation(True, {"code": "silent", "seconds": round(silent_s)}, True)
     return Observation(False, {"code": "online"})
+
+
+def ap_observation(state: str, controller: str, status: str, clients: int | None,
+                   mem: dict[str, Any], th: Thresholds) -> Observation:
+    """An AP behind a controller after one complete poll of the controller.
+
+    ``state`` is ``up``, ``not_up`` (listed in another state: ``status`` is the vendor's
+    text) or ``missing`` (no longer in the controller's table: rebooting, no PoE, gone).
+    Down after N consecutive such polls, as a device (``device_failed_polls``).
+    """
+    failed = state != "up"
+    bad = consecutive(mem, failed, th.device_failed_polls)
+    detail: dict[str, Any] = {
+        "code": "ap_not_up" if state == "not_up" else "ap_missing",
+        "controller": controller, "clients": "?" if clients is None else clients,
+        "polls": mem.get("fails", 0)}
+    if state == "not_up":
+        detail["status"] = status or "?"
+    return Observation(bad, detail, failed)

@@ -24,6 +24,10 @@ Rules, per entity (see docs/outages.md):
    entity flapping: an outage opens at once (one mail) or, if open, is marked; it stays
    open, quietly, until no change for ``flap_quiet_s``; then it resolves, or (still
    bad) carries on as a plain outage ("still down").
+
+APs behind a WLAN controller are entities the engine learns from the controller's
+points (:mod:`collector.outages.aps`); they join the tree below the controller and the
+site's ``aps`` group, and leave it when forgotten.
 """
 
 from __future__ import annotations
@@ -32,10 +36,12 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from collector.outages import conditions as cond
+from collector.outages.aps import ApRegistry, LearnedAp, Verdict
 from collector.outages.entities import (
     AGENT,
     APS,
     DEVICE,
+    DEVICE_KINDS,
     INTERFACE,
     UPLINK,
     UPLINK_QUALITY,
@@ -58,19 +64,26 @@ from schoolnet.inventory import Inventory
 from schoolnet.wire import Point
 
 Events = list[OutageEvent]
+#: How often (engine clock) learned APs are checked for being forgotten.
+AP_SWEEP_S = 60.0
 
 
 class OutageEngine:
     """Entity states and open outages of every inventory site; see the module docstring.
 
     ``next_id`` hands out outage ids (the store's durable counter); ``lesson_time``
-    answers whether a tenant has lessons at a time (for the saturation condition).
+    answers whether a tenant has lessons at a time (for the saturation condition);
+    ``ap_forget_s``: a learned AP no controller listed for this long is forgotten.
     """
 
     def __init__(self, inventory: Inventory, *, now: float,
                  next_id: Callable[[], int],
-                 lesson_time: Callable[[str, float], bool] = lambda tenant, ts: True) -> None:
+                 lesson_time: Callable[[str, float], bool] = lambda tenant, ts: True,
+                 ap_forget_s: float = 7 * 86400.0) -> None:
         self.tree = EntityTree(inventory)
+        self.aps = ApRegistry()
+        self.ap_forget_s = ap_forget_s
+        self._ap_sweep = now
         self.sites = {key: site for key, site in inventory.sites.items()}
         self.states: dict[str, EntityState] = {}
         self.open: dict[int, Outage] = {}
@@ -131,6 +144,10 @@ class OutageEngine:
         events: Events = []
         for tenant, site in self.sites:
             self._check_agent(tenant, site, now, events)
+        if now - self._ap_sweep >= AP_SWEEP_S:
+            self._ap_sweep = now
+            for key in self.aps.stale(now, self.ap_forget_s):
+                events += self.forget_ap(key, now, code="ap_decommissioned")
         active = [k for k, st in self.states.items()
                   if st.bad or st.outage is not None or st.flapping]
         for key in sorted(active, key=lambda k: self.tree[k].depth):
@@ -143,7 +160,8 @@ class OutageEngine:
                events: Events) -> None:
         m = p.measurement
         if m == "device":
-            key = entity_key(tenant, site, DEVICE, p.tags.get("device", ""))
+            dev = p.tags.get("device", "")
+            key = entity_key(tenant, site, DEVICE, dev)
             if key in self.tree:
                 mem = self._mem(key)
                 obs = cond.device_observation(p, mem, th)
@@ -152,6 +170,13 @@ class OutageEngine:
                     self._observe(key, obs, now, events, mem)
                     if self._bad(key) != was:
                         self._check_aps(tenant, site, th, now, events)
+            if (tenant, site, dev) in self.aps.windows:  # a WLAN controller: a new poll
+                reachable = p.fields.get("reachable")
+                verdicts = self.aps.on_device_point(
+                    tenant, site, dev, isinstance(reachable, int | float) and reachable >= 1,
+                    now)
+                if verdicts:
+                    self._judge_aps(tenant, site, verdicts, th, now, events)
         elif m == "interface":
             dev, ifname = p.tags.get("device", ""), p.tags.get("ifname", "")
             if ifname in self.tree.monitored.get((tenant, site, dev), ()):
@@ -178,6 +203,15 @@ class OutageEngine:
             obs = cond.saturation_observation(p, th, self._lesson_time(tenant, now))
             if obs is not None:
                 self._observe(entity_key(tenant, site, UPLINK_SATURATION), obs, now, events)
+        elif m == "ap":
+            name = p.tags.get("ap")
+            # An AP polled itself (role: ap in the inventory) is a device entity already.
+            if name and entity_key(tenant, site, DEVICE, name) not in self.tree:
+                placed = self.aps.on_ap_point(tenant, site, p, now)
+                if placed is not None:
+                    self.tree.add_ap(tenant, site, placed.controller, placed.name)
+        elif m == "snmp_error" and self.aps.windows:
+            self.aps.on_error(tenant, site, p.tags.get("device", ""))
 
     def _check_agent(self, tenant: str, site: str, now: float, events: Events) -> None:
         key = entity_key(tenant, site, AGENT)
@@ -192,13 +226,29 @@ class OutageEngine:
             return  # the common case: fine and nothing remembered
         self._observe(key, obs, now, events)
 
+    def _judge_aps(self, tenant: str, site: str, verdicts: list[Verdict], th: Thresholds,
+                   now: float, events: Events) -> None:
+        """Observe each learned AP of a controller after one complete poll of it."""
+        changed = False
+        for v in verdicts:
+            if v.key not in self.tree:
+                continue
+            mem = self._mem(v.key)
+            obs = cond.ap_observation(v.state, v.ap.controller, v.ap.status, v.ap.clients,
+                                      mem, th)
+            was = self._bad(v.key)
+            self._observe(v.key, obs, now, events, mem)
+            changed = changed or self._bad(v.key) != was
+        if changed:
+            self._check_aps(tenant, site, th, now, events)
+
     def _check_aps(self, tenant: str, site: str, th: Thresholds, now: float,
                    events: Events) -> None:
         """Recount the site's APs that are down for no reason further up the tree."""
         key = entity_key(tenant, site, APS)
         if key not in self.tree:
             return
-        aps = self.tree.aps[(tenant, site)]
+        aps = [*self.tree.aps.get((tenant, site), ()), *self.aps.site_aps(tenant, site)]
         down = sum(1 for ap in aps if self._bad(ap) and not any(
             self._bad(a) for a in self.tree.ancestors(ap, skip=key)))
         self._observe(key, cond.aps_observation(down, len(aps), th), now, events)
@@ -426,7 +476,7 @@ class OutageEngine:
         if outage.key not in self.tree:
             return 0, 0
         devices = [d for d in self.tree.descendants(outage.key)
-                   if self.tree[d].kind == DEVICE]
+                   if self.tree[d].kind in DEVICE_KINDS]
         if outage.kind == AGENT:
             return len(devices), len(devices)  # no data at all while the agent is away
         down = 0
@@ -436,6 +486,10 @@ class OutageEngine:
                 down += 1
         return down, len(devices)
 
+    def _place(self, ap: LearnedAp) -> None:
+        if (ap.tenant, ap.site) in self.sites:
+            self.tree.add_ap(ap.tenant, ap.site, ap.controller, ap.name)
+
     def take_changes(self) -> tuple[dict[str, EntityState | None], list[Outage]]:
         """What changed since the last call: states (None: back to default) and outages."""
         states = {k: self.states.get(k) for k in self._dirty_states}
@@ -444,10 +498,41 @@ class OutageEngine:
         self._dirty_outages.clear()
         return states, outages
 
-    def restore(self, states: dict[str, dict[str, Any]], outages: Iterable[dict[str, Any]],
-                now: float) -> Events:
-        """Load persisted state; outages of entities no longer in the inventory resolve."""
+    def forget_ap(self, key: str, now: float, code: str = "ap_forgotten") -> Events:
+        """Stop expecting a learned AP: its open outage resolves, it leaves the tree.
+
+        ``code`` is the finding of that outage's last mail: ``ap_forgotten`` (support
+        said so) or ``ap_decommissioned`` (not listed by any controller for long).
+        """
         events: Events = []
+        ap = self.aps.forget(key)
+        if ap is None:
+            return events
+        st = self.states.get(key)
+        o = self.open.get(st.outage) if st is not None and st.outage is not None else None
+        if o is not None:
+            o.detail = {"code": code, "controller": ap.controller,
+                        "clients": "?" if ap.clients is None else ap.clients,
+                        "days": round(self.ap_forget_s / 86400, 1)}
+            self._resolve(o, now, events, note="forgotten")
+        if key in self.states:
+            del self.states[key]
+            self._dirty_states.add(key)
+        self.tree.remove(key)
+        site = self.sites.get((ap.tenant, ap.site))
+        if site is not None:
+            self._check_aps(ap.tenant, ap.site, site.thresholds, now, events)
+        return events
+
+    def restore(self, states: dict[str, dict[str, Any]], outages: Iterable[dict[str, Any]],
+                now: float, aps: Iterable[dict[str, Any]] = ()) -> Events:
+        """Load persisted state; outages of entities no longer in the inventory resolve.
+
+        ``aps``: the learned APs (before the states: their entities must exist).
+        """
+        events: Events = []
+        for ap in self.aps.restore(aps, now):
+            self._place(ap)
         for key, doc in states.items():
             if key in self.tree:
                 self.states[key] = EntityState.from_json(doc)

@@ -10,10 +10,14 @@ Derived from the inventory, never configured twice. Per site::
         ├── aps                   the site's access points as a group (share down)
         └── device <name>         devices without ``parent:``; below them their
             └── device <child>    children by ``parent:``, and ...
-                └── interface     ... each port marked ``monitor: true``
+                ├── interface     ... each port marked ``monitor: true``
+                └── ap <name>     ... and below a WLAN controller, the APs it manages
 
 An access point (``role: ap``) has two parents: its ``parent:`` device and the site's
-``aps`` group, so a group outage covers the single APs instead of mailing each. Keys are
+``aps`` group, so a group outage covers the single APs instead of mailing each. An AP
+behind a controller (kind ``ap``) is not in the inventory: it is learned from the
+controller's points (:mod:`collector.outages.aps`) and added with :meth:`EntityTree.add_ap`;
+its parents are the controller and the ``aps`` group. Keys are
 ``<tenant>/<site>/<kind>[/<name>]``; an interface's name is ``<device>/<ifname>``.
 """
 
@@ -33,9 +37,12 @@ UPLINK_SATURATION: Final = "uplink_saturation"
 APS: Final = "aps"
 DEVICE: Final = "device"
 INTERFACE: Final = "interface"
+AP: Final = "ap"
 #: Kinds that exist once per site (no name).
 SITE_KINDS: Final = (AGENT, UPLINK, UPLINK_QUALITY, UPLINK_THROUGHPUT, UPLINK_SATURATION, APS)
-KINDS: Final = (*SITE_KINDS, DEVICE, INTERFACE)
+KINDS: Final = (*SITE_KINDS, DEVICE, INTERFACE, AP)
+#: Kinds counted as "devices behind" an outage (mail: "40 of 46 devices").
+DEVICE_KINDS: Final = frozenset({DEVICE, AP})
 
 
 def entity_key(tenant: str, site: str, kind: str, name: str = "") -> str:
@@ -141,6 +148,40 @@ class EntityTree:
                                      f"{dev.name}/{ifname}", parents=(key(DEVICE, dev.name),),
                                      depth=d + 1))
         self.aps[(t, s)] = tuple(key(DEVICE, n) for n in ap_names)
+
+    def add_ap(self, tenant: str, site: str, controller: str, name: str) -> Entity:
+        """Add (or re-parent) a learned AP below its controller and the site's ``aps`` group."""
+        key = entity_key(tenant, site, AP, name)
+        if key in self.entities:
+            self.remove(key)
+        group = entity_key(tenant, site, APS)
+        if group not in self.entities:  # a site whose only APs are behind a controller
+            self._link(Entity(group, tenant, site, APS,
+                              parents=(entity_key(tenant, site, UPLINK),), depth=2))
+        ctl = entity_key(tenant, site, DEVICE, controller)
+        first = ctl if ctl in self.entities else entity_key(tenant, site, UPLINK)
+        depth = max(self.entities[first].depth + 1, 3)  # below the aps group (depth 2)
+        e = Entity(key, tenant, site, AP, name, parents=(first, group), depth=depth, role="ap")
+        self._link(e)
+        return e
+
+    def _link(self, e: Entity) -> None:
+        self._put(e)
+        for p in e.parents:
+            self.children.setdefault(p, []).append(e.key)
+
+    def remove(self, key: str) -> None:
+        """Take a leaf entity (a forgotten AP) out of the tree."""
+        e = self.entities.pop(key, None)
+        if e is None:
+            return
+        for p in e.parents:
+            kids = self.children.get(p)
+            if kids is not None and key in kids:
+                kids.remove(key)
+        keys = self.by_site.get((e.tenant, e.site))
+        if keys is not None and key in keys:
+            keys.remove(key)
 
     def ancestors(self, key: str, *, skip: str | None = None) -> list[str]:
         """Every entity ``key`` depends on, nearest first (``skip``: leave one out)."""

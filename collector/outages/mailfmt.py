@@ -43,11 +43,12 @@ WHAT: Final = {
            "uplink_quality": "Internet-Anbindung (Qualität)",
            "uplink_throughput": "Internet-Anbindung (Bandbreite)",
            "uplink_saturation": "Internet-Anbindung (Auslastung)",
-           "aps": "WLAN-Access-Points", "device": "Gerät {name}", "interface": "Port {name}"},
+           "aps": "WLAN-Access-Points", "device": "Gerät {name}", "interface": "Port {name}",
+           "ap": "Access-Point {name}"},
     "en": {"agent": "agent connection", "uplink": "uplink",
            "uplink_quality": "uplink quality", "uplink_throughput": "uplink throughput",
            "uplink_saturation": "uplink saturation", "aps": "access points",
-           "device": "device {name}", "interface": "port {name}"},
+           "device": "device {name}", "interface": "port {name}", "ap": "access point {name}"},
 }
 DETAIL: Final = {
     "de": {"offline": "Verbindung zum Broker verloren ({reason})",
@@ -59,7 +60,12 @@ DETAIL: Final = {
            "slow": "Durchsatz ({direction}) bei {ratio_pct} % des Vertrags in {tests} Tests",
            "saturated": "Auslastung ({direction}) {util_pct} % in der Unterrichtszeit",
            "aps_down": "{down} von {total} Access-Points aus",
-           "removed": "aus dem Inventar entfernt"},
+           "removed": "aus dem Inventar entfernt",
+           "ap_missing": "fehlt in der AP-Liste des Controllers {controller} ({polls} Abfragen)",
+           "ap_not_up": "Controller {controller} meldet Status {status} ({polls} Abfragen)",
+           "ap_forgotten": "wird nicht mehr erwartet (auf Anweisung vergessen)",
+           "ap_decommissioned": "seit {days} Tagen von keinem Controller gemeldet, wird "
+                                "nicht mehr erwartet"},
     "en": {"offline": "lost its broker connection ({reason})",
            "silent": "no data from the site for {seconds} s",
            "no_answer": "does not answer ({polls} polls without answer)",
@@ -69,7 +75,12 @@ DETAIL: Final = {
            "slow": "throughput ({direction}) at {ratio_pct} % of the contract in {tests} tests",
            "saturated": "utilization ({direction}) {util_pct} % during lessons",
            "aps_down": "{down} of {total} access points down",
-           "removed": "removed from the inventory"},
+           "removed": "removed from the inventory",
+           "ap_missing": "missing from the AP table of controller {controller} ({polls} polls)",
+           "ap_not_up": "controller {controller} reports status {status} ({polls} polls)",
+           "ap_forgotten": "no longer expected (forgotten on request)",
+           "ap_decommissioned": "not listed by any controller for {days} days, no longer "
+                                "expected"},
 }
 TEXT: Final = {
     "de": {"tenant": "Schulträger", "site": "Standort", "what": "Was", "finding": "Befund",
@@ -90,7 +101,8 @@ TEXT: Final = {
            "digest": "Übersicht", "digest_intro": "Störungen seit der letzten Übersicht "
                      "(außerhalb der Unterrichtszeit oder im Wartungsfenster):",
            "open": "offen", "resolved": "behoben nach {duration}",
-           "reason_lost": "Verbindung abgerissen", "reason_shutdown": "Agent beendet"},
+           "reason_lost": "Verbindung abgerissen", "reason_shutdown": "Agent beendet",
+           "controller": "Controller", "clients": "Clients zuletzt"},
     "en": {"tenant": "Tenant", "site": "Site", "what": "What", "finding": "Finding",
            "since": "Since", "detected": "detected", "until": "Resolved", "duration": "Duration",
            "affected": "Affected",
@@ -109,7 +121,8 @@ TEXT: Final = {
            "digest": "summary", "digest_intro": "Outages since the last summary (outside "
                      "lesson hours or in a maintenance window):",
            "open": "open", "resolved": "resolved after {duration}",
-           "reason_lost": "connection lost", "reason_shutdown": "agent stopped"},
+           "reason_lost": "connection lost", "reason_shutdown": "agent stopped",
+           "controller": "Controller", "clients": "Last known clients"},
 }
 DEGRADED_KINDS: Final = frozenset({"uplink_quality", "uplink_throughput", "uplink_saturation"})
 
@@ -235,10 +248,17 @@ class MailFormatter:
         t = TEXT[lang]
         tenant = clean(self.tenant_names.get(o.tenant, o.tenant), 80)
         site = clean(self.site_names.get((o.tenant, o.site), o.site), 80)
-        return [
+        lines = [
             f"{t['tenant']}: {tenant} ({clean(o.tenant, 40)})",
             f"{t['site']}: {site} ({clean(o.site, 40)})",
             f"{t['what']}: {what(o, lang)}",
+        ]
+        if "controller" in o.detail:  # an AP behind a WLAN controller
+            lines.append(f"{t['controller']}: {clean(o.detail['controller'], 80)}")
+            if "clients" in o.detail:
+                lines.append(f"{t['clients']}: {clean(o.detail['clients'], 20)}")
+        return [
+            *lines,
             f"{t['finding']}: {finding(o.detail, lang)}",
             f"{t['since']}: {self._local(o.tenant, o.started)} "
             f"({t['detected']} {self._local(o.tenant, o.opened)})",

@@ -70,7 +70,9 @@ class OutageService:
         self._last_id = self.store.max_outage_id()
         self.calendars = {tid: t.alerting.calendar() for tid, t in inventory.tenants.items()}
         self.engine = OutageEngine(inventory, now=now, next_id=self._new_id,
-                                   lesson_time=self._lesson_time)
+                                   lesson_time=self._lesson_time,
+                                   ap_forget_s=settings.ap_forget_days * 86400)
+        self._forget_version = -1
         self._windows: list[tuple[str, MaintenanceWindow]] = []
         self._windows_version = -1
         self.dispatcher = Dispatcher(inventory.tenants, self.calendars, self.maintenance)
@@ -91,7 +93,8 @@ class OutageService:
         if registry is not None:
             self._register(registry)
         self._handle(self.engine.restore(self.store.load_states(),
-                                         self.store.load_open_outages(), now), now)
+                                         self.store.load_open_outages(), now,
+                                         aps=self.store.learned_aps()), now)
 
     def _register(self, r: Registry) -> None:
         p = "schoolnet_collector_"
@@ -144,11 +147,29 @@ class OutageService:
         now = self.clock()
         self.engine.set_connected(self.connected(), now)
         events = self.engine.tick(now)
+        version = self.store.windows_version()
+        if version != self._forget_version:  # the CLI wrote: maybe a forget-ap request
+            self._forget_version = version
+            events += self._forget_requested(now)
         orders = [o for ev in events for o in self._event(ev, now)]
         orders += self.dispatcher.tick(now, self.engine.open)
         self._persist(orders, now)
 
     # -- events to mails, lines and the database --------------------------------------
+
+    def _forget_requested(self, now: float) -> list[OutageEvent]:
+        """Apply ``schoolnet outages forget-ap`` requests (their rows go with the commit)."""
+        events: list[OutageEvent] = []
+        unknown = []
+        for key in self.store.forget_requests():
+            if key in self.engine.aps.aps:
+                log.info("forgetting access point %s (requested with the CLI)", key)
+                events += self.engine.forget_ap(key, now)
+            else:
+                unknown.append(key)
+        if unknown:
+            self.store.drop_forget_requests(unknown)
+        return events
 
     def _event(self, ev: OutageEvent, now: float) -> list[MailOrder]:
         o = ev.outage
@@ -172,11 +193,12 @@ class OutageService:
 
     def _persist(self, orders: list[MailOrder], now: float) -> None:
         states, outages = self.engine.take_changes()
+        aps = self.engine.aps.take_changes(now)
         dispatch = self.dispatcher.to_json() if self.dispatcher.dirty else None
         self.dispatcher.dirty = False
         mails = [m for m in (self._compose(o) for o in orders) if m is not None]
-        if states or outages or dispatch is not None or mails:
-            self.store.commit(states, outages, dispatch, mails, now)
+        if states or outages or dispatch is not None or mails or aps:
+            self.store.commit(states, outages, dispatch, mails, now, aps)
         if mails:
             self.mails_queued += len(mails)
             self.sender.wake()
@@ -234,8 +256,26 @@ class OutageService:
                 "affected_now": down, "devices_behind": behind,
                 "affected_total": len(o.affected_ids)}
 
+    def controllers(self) -> list[dict[str, Any]]:
+        """Per WLAN controller: APs expected (learned) vs joined in its latest full poll."""
+        reg = self.engine.aps
+        out = []
+        for (tenant, site, dev), keys in sorted(reg.by_controller.items()):
+            if not keys:
+                continue
+            summary = reg.summaries.get((tenant, site, dev))
+            down = sorted(reg.aps[k].name for k in keys
+                          if (st := self.engine.states.get(k)) is not None and st.bad)
+            out.append({"tenant": tenant, "site": site, "controller": dev,
+                        "expected": len(keys),
+                        "joined": summary.joined if summary else None,
+                        "checked_at": summary.checked_at if summary else None,
+                        "not_joined": list(summary.not_joined) if summary else [],
+                        "down": down})
+        return out
+
     def api(self, recent_s: float = 86400) -> dict[str, Any]:
-        """Open and recent outages, and the mail queue."""
+        """Open and recent outages, the mail queue, and APs per WLAN controller."""
         now = self.clock()
         rows = self.store.outages(since=now - recent_s)
         return {
@@ -243,4 +283,5 @@ class OutageService:
             "recent": [self.describe(o) for o in rows if not o.is_open],
             "mail": {**self.store.queue_stats(), "relay_failing": self.sender.failing_since
                      is not None, "relay_error": self.sender.last_error},
+            "controllers": self.controllers(),
         }

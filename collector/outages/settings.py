@@ -20,6 +20,8 @@ installation::
       retry_min_s: 1                # relay down: first retry after this, doubling ...
       retry_max_s: 300              # ... up to this
       history_days: 90              # closed outages and sent mails are kept this long
+      ap_forget_days: 7             # an AP behind a controller not listed this long is
+                                    # no longer expected (decommissioned)
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class AlertingSettings:
     retry_min_s: float = 1.0
     retry_max_s: float = 300.0
     history_days: float = 90.0
+    ap_forget_days: float = 7.0
 
     @property
     def domain(self) -> str:
@@ -89,6 +92,7 @@ def read_alerting_settings(r: MappingReader) -> AlertingSettings:
         retry_min_s=r.value("retry_min_s", float, d.retry_min_s, positive),
         retry_max_s=r.value("retry_max_s", float, d.retry_max_s, positive),
         history_days=r.value("history_days", float, d.history_days, positive),
+        ap_forget_days=r.value("ap_forget_days", float, d.ap_forget_days, positive),
     )
     r.finish()
     return a

@@ -1,7 +1,8 @@
 """Durable state of outages and mail: one SQLite file in the collector's ``state_dir``.
 
 What survives a restart (or a SIGKILL): entity damping state, open and recent outages,
-the dispatcher's notices and digests, the mail queue, maintenance windows from the CLI.
+the dispatcher's notices and digests, the mail queue, maintenance windows from the CLI,
+the APs learned behind WLAN controllers and the CLI's requests to forget one.
 Engine changes, dispatcher state and the mails they cause are written in **one
 transaction** (:meth:`OutageStore.commit`): after a crash either all of a step is there
 or none of it, so a DOWN is never queued twice and a RESOLVED never lost. WAL mode with
@@ -37,6 +38,9 @@ CREATE TABLE IF NOT EXISTS mailq (
     message BLOB NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT,
     sent REAL, failed REAL);
 CREATE INDEX IF NOT EXISTS mailq_pending ON mailq (sent, failed, id);
+CREATE TABLE IF NOT EXISTS learned_aps (
+    key TEXT PRIMARY KEY, tenant TEXT NOT NULL, site TEXT NOT NULL, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS ap_forget (key TEXT PRIMARY KEY, requested REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS maintenance (
     id INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL, sites TEXT NOT NULL,
     start REAL NOT NULL, "end" REAL NOT NULL, reason TEXT NOT NULL, created REAL NOT NULL);
@@ -129,11 +133,20 @@ class OutageStore:
         return json.loads(doc) if doc else {}
 
     def commit(self, states: Mapping[str, EntityState | None], outages: Iterable[Outage],
-               dispatch: dict[str, Any] | None, mails: Iterable[NewMail], now: float) -> None:
-        """Write one step atomically: state changes, outages, dispatcher, new mails."""
+               dispatch: dict[str, Any] | None, mails: Iterable[NewMail], now: float,
+               aps: Mapping[str, dict[str, Any] | None] | None = None) -> None:
+        """Write one step atomically: state changes, outages, dispatcher, new mails, and
+        learned APs (``aps``: key -> record, None: forgotten, with its forget request)."""
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
+            for key, doc in (aps or {}).items():
+                if doc is None:
+                    db.execute("DELETE FROM learned_aps WHERE key = ?", (key,))
+                    db.execute("DELETE FROM ap_forget WHERE key = ?", (key,))
+                else:
+                    db.execute("INSERT OR REPLACE INTO learned_aps VALUES (?, ?, ?, ?)",
+                               (key, doc["tenant"], doc["site"], json.dumps(doc)))
             for key, st in states.items():
                 if st is None or st.is_default():
                     db.execute("DELETE FROM entity_state WHERE key = ?", (key,))
@@ -213,6 +226,38 @@ class OutageStore:
         self.set_meta("id_floor", str(self.max_outage_id()))
         self.db.execute("DELETE FROM outages WHERE closed IS NOT NULL AND closed < ?", (before,))
         self.db.execute("DELETE FROM mailq WHERE COALESCE(sent, failed) < ?", (before,))
+
+    # -- APs behind controllers ------------------------------------------------------
+
+    def learned_aps(self, tenant: str | None = None) -> list[dict[str, Any]]:
+        """Every learned AP record (of one tenant), ordered by key."""
+        sql, args = "SELECT doc FROM learned_aps", []
+        if tenant:
+            sql += " WHERE tenant = ?"
+            args.append(tenant)
+        return [json.loads(doc) for (doc,) in self.db.execute(sql + " ORDER BY key", args)]
+
+    def request_forget(self, key: str, now: float) -> None:
+        """Ask the collector to forget a learned AP (it applies it within a tick)."""
+        self.db.execute("INSERT OR REPLACE INTO ap_forget VALUES (?, ?)", (key, now))
+
+    def forget_requests(self) -> list[str]:
+        """Keys the CLI asked to forget and the collector has not yet handled."""
+        return [k for (k,) in self.db.execute("SELECT key FROM ap_forget ORDER BY requested")]
+
+    def drop_forget_requests(self, keys: Iterable[str]) -> None:
+        """Requests for APs that are not (or no longer) learned."""
+        self.db.executemany("DELETE FROM ap_forget WHERE key = ?", [(k,) for k in keys])
+
+    def load_entity_states(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The stored states of some entities (the CLI's AP listing)."""
+        out = {}
+        for key in keys:
+            row = self.db.execute("SELECT doc FROM entity_state WHERE key = ?",
+                                  (key,)).fetchone()
+            if row is not None:
+                out[key] = json.loads(row[0])
+        return out
 
     # -- maintenance windows (CLI) --------------------------------------------------
 
