@@ -37,8 +37,9 @@ def switch_points(
         fields: dict[str, int | float | bool | str] = {
             "in_octets": 123456789012 + i * 1000 + salt,
             "out_octets": 98765432101 + i * 1000 + salt,
-            "in_bps": 1234567.5 + i,
-            "out_bps": 7654321.25 + i,
+            # Rates as the agent rounds them (agent/snmp/rates.py: 3 decimals).
+            "in_bps": round(1234567.891 + i * 1.017 + salt * 0.013, 3),
+            "out_bps": round(7654321.237 + i * 3.141 + salt * 0.007, 3),
             "in_errors": 0,
             "out_errors": i % 3,
             "in_discards": 2,

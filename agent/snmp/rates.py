@@ -29,6 +29,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+#: Rates are rounded to this many decimals (of bit/s, packets/s, ...).
+RATE_DECIMALS: Final = 3
 #: A bit rate above this many times the link speed is not traffic.
 MAX_RATE_FACTOR: Final = 2.0
 #: Ceiling for a bit rate when the link speed is unknown (10 Tbit/s).
@@ -139,7 +141,10 @@ def row_rates(
         rate = delta * spec.scale / elapsed_s
         if spec.link_checked and rate > ceiling:
             return RateResult({}, "implausible")
-        rates[spec.rate] = float(rate)
+        # A thousandth of a bit (or packet) per second is far below any counter's
+        # resolution; the rounding keeps payloads short and lets the collector write
+        # the value without the slow shortest-repr path (schoolnet/_speedups.c).
+        rates[spec.rate] = round(float(rate), RATE_DECIMALS)
     return RateResult(rates)
 
 
