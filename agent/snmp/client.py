@@ -69,18 +69,23 @@ class SnmpError(Exception):
 
     ``code`` is a short stable identifier (``timeout``, ``auth_failed``, ``too_big`` …)
     that becomes the ``error`` tag of an ``snmp_error`` point; ``message`` is for humans.
-    ``answered`` tells whether the device responded at all: False for timeouts and
-    security failures (the poll of this device stops there), True for PDU errors such as
-    ``tooBig`` or ``genErr`` (only that table failed). ``index`` is the 1-based position
-    of the offending varbind for PDU errors (0 when unknown).
+    ``answered`` tells whether the device responded to the failed request at all: False
+    for timeouts and security failures, True for PDU errors such as ``tooBig`` or
+    ``genErr``; the poller decides from it how the rest of the poll goes (module doc of
+    agent/snmp/poller.py). ``index`` is the 1-based position of the offending varbind
+    for PDU errors (0 when unknown). ``answered_before`` counts the requests of the same
+    operation (a table walk, a GET asked again) that the device did answer before this
+    one failed: a walk cut off by a timeout still proves the device was there.
     """
 
-    def __init__(self, code: str, message: str, *, answered: bool, index: int = 0) -> None:
+    def __init__(self, code: str, message: str, *, answered: bool, index: int = 0,
+                 answered_before: int = 0) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.answered = answered
         self.index = index
+        self.answered_before = answered_before
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,10 +12,40 @@ how many devices are polled at once (``site.agent.snmp_concurrency``). Each sour
    (``interface``) with rates from agent/snmp/rates.py, and one ``snmp_error`` per group
    that failed — beside whatever the other groups got.
 
-The first request that gets no answer at all (timeout, wrong credentials) ends the
-poll: asking the remaining tables would only multiply the timeout. A device that was
-unreachable on its last poll is asked without retries until it answers again, so a dead
-device holds its semaphore slot for one timeout, not ``retries + 1`` of them.
+How far a poll goes when requests get no answer (a timeout, or no usable answer: a
+security failure, malformed datagrams). A *group* is a scalar group or a table:
+
+* **Nothing answered yet:** the first request of the poll got no answer, so the device
+  is unreachable: the poll ends there with ``reachable=0`` and one ``snmp_error``
+  (asking the remaining groups would only multiply the timeout).
+* **The device has answered in this poll:** a group that then gets no answer costs
+  that group only: one ``snmp_error`` for it (``timeout``), and the poll goes on with
+  the next group. A device whose ENTITY-SENSOR or LLDP table is slow keeps its
+  interfaces.
+* **Two groups in a row without an answer** (no answer in between): the device most
+  likely went away during the poll. The rest of the poll is skipped, with one
+  ``snmp_error`` ``skipped`` per group not asked, so nothing goes missing silently.
+  A group that also got no answer on its previous poll does not count here: its
+  silence is old news, not a sign that the device left, and two permanently slow
+  tables next to each other must not starve the tables after them.
+* **Bounded cost:** a group that got no answer on its last poll (where the device did
+  answer) is asked with ``retries=0`` until it answers again, so a table that never
+  answers costs one timeout per poll, not ``retries + 1``. Likewise a device that was
+  unreachable on its last poll is asked without retries until it answers again, so a
+  dead device holds its semaphore slot for one timeout.
+* **A table cut off mid-walk** (some GETBULKs answered, then a timeout) yields no rows:
+  rows would lack columns (an ``ifname`` lookup not yet read makes a row a different
+  series), fallback columns would be read for rows that are merely cut off, and an
+  ``aggregate`` table (clients per SSID) would undercount without saying so. A row is
+  complete or absent; the ``snmp_error`` message says how many requests had been
+  answered, and the answers still count as the device having answered. The table's
+  rate baselines are kept, so its next good poll gives rates over the gap.
+
+Limit: the first group decides whether the device is reachable, so a device whose
+*first* group never answers is reported unreachable on every poll. Scalar groups come
+before tables, and the ``system`` group (one GET) is what devices answer first and
+fastest; a profile set without scalar groups starts with its first table.
+
 Timestamps are ``now_ns`` (when the runtime started the gather) plus the monotonic time
 that passed since, taken when each group's first request goes out, so rates use the time
 their counters were really read even when the device waited for a semaphore slot.
@@ -24,9 +54,10 @@ their counters were really read even when the device waited for a semaphore slot
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -109,6 +140,8 @@ class SnmpDeviceSource:
         self._tracker = RateTracker()
         self._failures: dict[str, int] = {}
         self._down = False
+        #: Groups that got no answer on their last poll: asked without retries.
+        self._silent_groups: set[str] = set()
         self._closed = False
         self.stats = PollStats()
 
@@ -154,6 +187,9 @@ class SnmpDeviceSource:
             await poll.run()
             poll_ms = (self._clock() - started) * 1000.0
         self._down = not poll.answered
+        if poll.answered:  # a poll nobody answered says nothing about single groups
+            self._silent_groups.difference_update(poll.heard)
+            self._silent_groups.update(poll.silent)
         self._after_poll(poll.device_fields.get("uptime_s"))
         self.stats.polls += 1
         self.stats.last_poll_ms = poll_ms
@@ -166,6 +202,10 @@ class SnmpDeviceSource:
             await self._shared.release()
 
 
+#: Groups in a row without an answer (not already silent last poll) that end a poll.
+SILENT_IN_A_ROW = 2
+
+
 class _Poll:
     """The state of one poll of one device."""
 
@@ -175,10 +215,17 @@ class _Poll:
         self.stamp = stamp
         self.time_ns = stamp()
         self.answered = False
+        #: Set once the poll must end here (see the module doc).
+        self.stopped = False
         self.device_fields: dict[str, FieldValue] = {}
         self.out: list[Point] = []
         self.errors: list[tuple[str, SnmpError]] = []
         self.ok_groups: list[str] = []
+        #: Groups the device answered (data or an error PDU) / left without an answer.
+        self.heard: list[str] = []
+        self.silent: list[str] = []
+        #: Groups without an answer since the last answer, not counting old news.
+        self._streak: list[str] = []
 
     def _point(self, measurement: str, tags: dict[str, str], fields: dict[str, FieldValue],
                time_ns: int) -> Point:
@@ -189,19 +236,20 @@ class _Poll:
         self.src.stats.errors += 1
 
     async def run(self) -> None:
-        """Scalars, then tables; stop at the first request nobody answered."""
+        """Scalars, then tables; stops early as the module doc says."""
         src = self.src
         if src._detect_due and src._auto is not None:
-            go_on, detection = await self._guarded("detect", probe(
-                src._client, self.target, src._auto[0]))
-            if not go_on:
-                return
+            detection = await self._guarded("detect", functools.partial(
+                probe, src._client, rules=src._auto[0]))
+            if self.stopped:
+                return  # only the first request of a poll can stop it here
             if detection is not None:
                 src.detected(detection)
         uptime: int | None = None
-        for group in src.scalars:
-            go_on, values = await self._guarded(group.name, self._scalars(group))
-            if not go_on:
+        for n, group in enumerate(src.scalars):
+            values = await self._guarded(group.name, functools.partial(self._scalars, group))
+            if self.stopped:
+                self._skip([g.name for g in src.scalars[n + 1:]] + [t.name for t in src.tables])
                 return
             if values is None:
                 continue
@@ -220,76 +268,129 @@ class _Poll:
             elif fields:
                 self.out.append(self._point(group.measurement, {}, fields, self.time_ns))
         src._tracker.device_poll(uptime, self.time_ns)
-        for table in src.tables:
+        for n, table in enumerate(src.tables):
             time_ns = self.stamp()
-            go_on, rows = await self._guarded(table.name, self._table(table, time_ns))
-            if not go_on:
+            rows = await self._guarded(table.name, functools.partial(
+                self._table, table, time_ns=time_ns))
+            if self.stopped:
+                self._skip([t.name for t in src.tables[n + 1:]])
                 return
-            if rows is None:
-                continue
-            if table.max_rows is not None and len(rows) > table.max_rows:
-                # Cardinality guard: the first rows in index order are kept, the cut is
-                # reported (an snmp_error point) rather than silently hidden.
-                self._failed(table.name, SnmpError(
-                    "row_limit", f"{len(rows)} rows, {table.max_rows} kept (max_rows)",
-                    answered=True))
-                rows = rows[: table.max_rows]
-            if table.aggregate:
-                groups: dict[tuple[str | None, ...], list[Row]] = {}
-                for row in rows:
-                    groups.setdefault(tuple(row.tags.get(t) for t in table.group_by),
-                                      []).append(row)
-                for key, members in groups.items():
-                    folded = aggregate_rows(table.aggregate, members)
-                    tags = {t: v for t, v in zip(table.group_by, key, strict=True) if v}
-                    if folded:
-                        self.out.append(self._point(table.measurement, tags, folded, time_ns))
-                continue
-            results = src._tracker.table(table.name, {r.key: r.sample for r in rows},
-                                         src._specs[table.name])
+            if rows is not None:
+                self._emit(table, rows, time_ns)
+
+    def _emit(self, table: Table, rows: list[Row], time_ns: int) -> None:
+        """The points of one table that answered: rows (with rates) or aggregates."""
+        src = self.src
+        if table.max_rows is not None and len(rows) > table.max_rows:
+            # Cardinality guard: the first rows in index order are kept, the cut is
+            # reported (an snmp_error point) rather than silently hidden.
+            self._failed(table.name, SnmpError(
+                "row_limit", f"{len(rows)} rows, {table.max_rows} kept (max_rows)",
+                answered=True))
+            rows = rows[: table.max_rows]
+        if table.aggregate:
+            groups: dict[tuple[str | None, ...], list[Row]] = {}
             for row in rows:
-                rates = results[row.key].rates
-                self.out.append(self._point(table.measurement, row.tags,
-                                            {**row.fields, **rates}, time_ns))
+                groups.setdefault(tuple(row.tags.get(t) for t in table.group_by),
+                                  []).append(row)
+            for key, members in groups.items():
+                folded = aggregate_rows(table.aggregate, members)
+                tags = {t: v for t, v in zip(table.group_by, key, strict=True) if v}
+                if folded:
+                    self.out.append(self._point(table.measurement, tags, folded, time_ns))
+            return
+        results = src._tracker.table(table.name, {r.key: r.sample for r in rows},
+                                     src._specs[table.name])
+        for row in rows:
+            rates = results[row.key].rates
+            self.out.append(self._point(table.measurement, row.tags,
+                                        {**row.fields, **rates}, time_ns))
 
-    async def _guarded(self, group: str, work: Awaitable[T]) -> tuple[bool, T | None]:
-        """Run one group's requests: ``(go on?, result or None if it failed)``.
+    async def _guarded(self, group: str, work: Callable[[Target], Awaitable[T]]) -> T | None:
+        """Run one group's requests: its result, or None if it failed (recorded).
 
-        Going on is pointless once a request got no answer at all (timeout, security).
+        A group that got no answer on its last poll is asked without retries. Sets
+        ``stopped`` when the poll must end here: nothing has answered in this poll yet
+        (the device is unreachable), or this is the second group in a row without an
+        answer (the device went away; see the module doc).
         """
+        old_news = group in self.src._silent_groups
+        target = replace(self.target, retries=0) if old_news else self.target
         try:
-            result = await work
+            result = await work(target)
         except SnmpError as exc:
             self._failed(group, exc)
-            self.answered = self.answered or exc.answered
-            return exc.answered, None
-        self.answered = True
+            if exc.answered:  # an error PDU: the device is there, this group failed
+                self._heard(group)
+                return None
+            self.silent.append(group)
+            if exc.answered_before:  # cut off mid-walk: it was there until just now
+                self.answered = True
+                self._streak.clear()
+            if not self.answered:
+                self.stopped = True
+            elif not old_news:
+                self._streak.append(group)
+                self.stopped = len(self._streak) >= SILENT_IN_A_ROW
+            return None
+        self._heard(group)
         self.ok_groups.append(group)
-        return True, result
+        return result
 
-    async def _scalars(self, group: ScalarGroup) -> dict[Oid, Value]:
+    def _heard(self, group: str) -> None:
+        self.answered = True
+        self.heard.append(group)
+        self._streak.clear()
+
+    def _skip(self, groups: Sequence[str]) -> None:
+        """The groups not asked because the poll stopped mid-way: one error each.
+
+        Nothing when the device never answered: that is one unreachable device, not
+        one failure per group.
+        """
+        if not self.answered or not groups:
+            return
+        why = (f"not asked: {' and '.join(self._streak)} got no answer one after the "
+               "other, so the device most likely went away during this poll")
+        for group in groups:
+            self._failed(group, SnmpError("skipped", why, answered=False))
+
+    async def _scalars(self, group: ScalarGroup, target: Target) -> dict[Oid, Value]:
         oids = [(*col.oid, 0) for col in group.objects]
         self.src.stats.requests += 1
-        values = await get_scalars(self.src._client, self.target, oids)
+        values = await get_scalars(self.src._client, target, oids)
         self.src.stats.varbinds += len(values)
         return values
 
-    async def _walk(self, table: Table, columns: Iterable[Oid]) -> dict[Oid, dict[Oid, Value]]:
-        result = await walk_columns(self.src._client, self.target, list(columns),
+    async def _walk(self, table: Table, target: Target,
+                    columns: Iterable[Oid]) -> tuple[dict[Oid, dict[Oid, Value]], int]:
+        """Walk ``columns``: the values per column and how many requests it took."""
+        result = await walk_columns(self.src._client, target, list(columns),
                                     max_repetitions=self.src._reps)
         self.src.stats.requests += result.requests
         self.src.stats.varbinds += result.varbinds
         for warning in result.warnings:
             self._failed(table.name, warning)
-        return result.columns
+        return result.columns, result.requests
 
-    async def _table(self, table: Table, time_ns: int) -> list[Row]:
+    async def _table(self, table: Table, target: Target, *, time_ns: int) -> list[Row]:
         columns = [c.oid for c in table.primary] + [lk.column.oid for lk in table.lookups]
-        data = await self._walk(table, columns)
-        missing = missing_targets(table, data, self.src._limits)
-        extra = [c.oid for c in table.fallbacks if c.target in missing]
-        if extra:
-            data.update(await self._walk(table, extra))
+        answered = 0
+        try:
+            data, answered = await self._walk(table, target, columns)
+            missing = missing_targets(table, data, self.src._limits)
+            extra = [c.oid for c in table.fallbacks if c.target in missing]
+            if extra:
+                more, _ = await self._walk(table, target, extra)
+                data.update(more)
+        except SnmpError as exc:
+            before = answered + exc.answered_before
+            if exc.answered or not before:
+                raise
+            # A partial table yields no rows (module doc); say how far the walk got.
+            raise SnmpError(exc.code, f"{exc.message} (after {before} answered request(s) "
+                            "of this table; its partial rows are dropped)",
+                            answered=False, index=exc.index, answered_before=before) from exc
         return build_rows(table, data, time_ns, self.src._limits)
 
     def points(self, poll_ms: float) -> list[Point]:

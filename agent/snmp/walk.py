@@ -49,7 +49,9 @@ async def walk_columns(
 ) -> WalkResult:
     """Walk ``columns`` in parallel; raises :class:`SnmpError` if a request fails.
 
-    A ``tooBig`` answer halves the repetitions and asks again, down to one.
+    A ``tooBig`` answer halves the repetitions and asks again, down to one. A request
+    that fails after others of the walk were answered raises with ``answered_before``
+    set to how many were.
     """
     result = WalkResult(columns={col: {} for col in columns})
     cursor: dict[Oid, Oid] = {col: col for col in columns}
@@ -62,6 +64,11 @@ async def walk_columns(
             if exc.code == "too_big" and reps > 1:
                 reps //= 2
                 continue
+            if result.requests and not exc.answered_before:
+                # Cut off mid-walk: say how far it got (the caller decides what the
+                # partial columns are worth; the poller drops them).
+                raise SnmpError(exc.code, exc.message, answered=exc.answered,
+                                index=exc.index, answered_before=result.requests) from exc
             raise
         result.requests += 1
         width = len(active)
@@ -126,13 +133,18 @@ async def get_scalars(client: SnmpClient, target: Target, oids: Sequence[Oid]) -
     (seen on old firmware even over v2c) loses that OID and is asked again for the rest.
     """
     remaining = list(dict.fromkeys(oids))
+    answered = 0
     while remaining:
         try:
             varbinds = await client.get(target, remaining)
         except SnmpError as exc:
             if exc.code == "no_such_name" and 0 < exc.index <= len(remaining):
                 del remaining[exc.index - 1]
+                answered += 1
                 continue
+            if answered and not exc.answered_before:
+                raise SnmpError(exc.code, exc.message, answered=exc.answered,
+                                index=exc.index, answered_before=answered) from exc
             raise
         return {oid: value for oid, value in varbinds
                 if value is not None and value is not END_OF_MIB}

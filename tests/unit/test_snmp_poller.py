@@ -349,3 +349,152 @@ def test_every_inventory_usm_protocol_maps_to_pysnmp() -> None:
 
     assert set(_AUTH) == set(AUTH_PROTOCOLS) and set(_PRIV) == set(PRIV_PROTOCOLS)
     assert all(hasattr(hlapi, name) for name in (*_AUTH.values(), *_PRIV.values()))
+
+
+# --- Tables that time out (issue 5): what it got plus a counted error, never nothing ----
+
+SLOW_SWITCH = (DATA / "slow-sensor-switch.snmprec").read_text()
+FOUR_TABLES = ("system", "if_mib", "entity_sensor", "poe")  # interfaces, sensors, 2 poe
+IF_X: Oid = (1, 3, 6, 1, 2, 1, 31, 1, 1, 1)  # the interfaces walk starts with ifName
+# IF_TABLE (ifType, ifAdminStatus …) is walked by the interfaces table only; ifName also
+# by the PoE table (a lookup).
+SENSORS: Oid = (1, 3, 6, 1, 2, 1, 99, 1, 1, 1)
+POE_PORTS: Oid = (1, 3, 6, 1, 2, 1, 105, 1, 1, 1)
+TIMEOUT = SnmpError("timeout", "No SNMP response received before timeout", answered=False)
+
+
+def errors(points: Sequence[Point]) -> list[tuple[str, str]]:
+    return [(p.tags["table"], p.tags["error"]) for p in by_measurement(points, "snmp_error")]
+
+
+def retries_below(client: FakeSnmpClient, subtree: Oid) -> set[int]:
+    """The ``retries`` of the requests that asked below ``subtree``."""
+    return {t.retries for t, _, oids in client.requests
+            if any(o[: len(subtree)] == subtree for o in oids)}
+
+
+def slow_switch(*, retries: int = 1, dropped: bool = True,
+                profiles: tuple[str, ...] = FOUR_TABLES) -> tuple[FakeSnmpClient, SnmpDeviceSource]:
+    """The slow-sensor-switch recording; ``dropped=False`` serves the sensors as well."""
+    client = FakeSnmpClient({"h": SLOW_SWITCH if dropped else parse_snmprec(SLOW_SWITCH)})
+    (src,) = sources(client, device("sw", host="h", profiles=profiles, retries=retries))
+    return client, src
+
+
+@run
+async def test_table_two_of_four_times_out_and_the_others_are_kept() -> None:
+    client, src = slow_switch()
+    assert [t.name for t in src.tables] == ["interfaces", "sensors", "poe_ports", "poe_budget"]
+    points = await src.collect(T0)
+    assert_wire_valid(points)
+    assert points[0].fields["reachable"] == 1 and points[0].fields["sys_name"] == "sensor-sw-1"
+    ifs = {p.tags["ifname"]: p.fields for p in by_measurement(points, "interface")}
+    assert ifs["1/1"]["in_octets"] == 9876543210 and ifs["1/2"]["oper_status"] == 2
+    poe = by_measurement(points, "poe")
+    assert sorted(p.tags.get("ifname", "budget") for p in poe) == ["1/1", "1/2", "budget"]
+    assert not by_measurement(points, "sensor")
+    assert errors(points) == [("sensors", "timeout")]
+    assert by_measurement(points, "snmp_error")[0].fields["consecutive_failures"] == 1
+    assert retries_below(client, POE_PORTS) == {1}  # the tables after it were asked
+
+
+@pytest.mark.parametrize("profiles", [FOUR_TABLES, ("if_mib", "entity_sensor", "poe")],
+                         ids=["scalars first", "tables only"])
+@run
+async def test_first_request_timing_out_means_unreachable_after_one_request(
+        profiles: tuple[str, ...]) -> None:
+    client, src = slow_switch(profiles=profiles)
+    client.fail["h"] = TIMEOUT
+    points = await src.collect(T0)
+    assert_wire_valid(points)
+    assert points[0].fields["reachable"] == 0
+    assert len(client.requests) == 1
+    # One timeout for the device, not one per table (no "skipped" points either).
+    assert errors(points) == [("system" if "system" in profiles else "interfaces", "timeout")]
+
+
+@run
+async def test_two_tables_in_a_row_without_answer_skip_the_rest_with_errors() -> None:
+    client, src = slow_switch(dropped=False)
+    client.fail_subtree[("h", IF_TABLE)] = TIMEOUT
+    client.fail_subtree[("h", SENSORS)] = TIMEOUT
+    points = await src.collect(T0)
+    assert_wire_valid(points)
+    assert points[0].fields["reachable"] == 1  # the system group answered
+    assert errors(points) == [("interfaces", "timeout"), ("sensors", "timeout"),
+                              ("poe_ports", "skipped"), ("poe_budget", "skipped")]
+    skipped = by_measurement(points, "snmp_error")[2:]
+    assert all(p.fields["message"].startswith(  # type: ignore[union-attr]
+        "not asked: interfaces and sensors got no answer") for p in skipped)
+    assert {p.fields["consecutive_failures"] for p in skipped} == {1}
+    assert not retries_below(client, POE_PORTS)  # not asked: no third timeout
+    # Next poll, both still silent: old news, asked without retries, not evidence that
+    # the device left, so the PoE tables are asked again and answer.
+    client.requests.clear()
+    points = await src.collect(T0 + 60 * S)
+    assert errors(points) == [("interfaces", "timeout"), ("sensors", "timeout")]
+    assert {p.fields["consecutive_failures"] for p in by_measurement(points, "snmp_error")} == {2}
+    assert len(by_measurement(points, "poe")) == 3
+    assert retries_below(client, IF_TABLE) == retries_below(client, SENSORS) == {0}
+    assert retries_below(client, POE_PORTS) == {1}
+
+
+@run
+async def test_an_answer_between_two_timeouts_is_not_in_a_row() -> None:
+    client, src = slow_switch(dropped=False)
+    client.fail_subtree[("h", IF_TABLE)] = TIMEOUT
+    client.fail_subtree[("h", POE_PORTS)] = TIMEOUT
+    points = await src.collect(T0)
+    assert errors(points) == [("interfaces", "timeout"), ("poe_ports", "timeout")]
+    assert {p.tags["sensor"] for p in by_measurement(points, "sensor")} == {"Temp 1", "Fan 1"}
+    (budget,) = by_measurement(points, "poe")
+    assert budget.fields["power_w"] == 370.0
+
+
+@run
+async def test_silent_table_is_asked_without_retries_until_it_answers_again() -> None:
+    client, src = slow_switch(retries=2)
+    await src.collect(T0)
+    assert retries_below(client, SENSORS) == {2}  # first timeout: with its retries
+    for n in (2, 3):  # known silent: one timeout per poll, not retries + 1
+        client.requests.clear()
+        points = await src.collect(T0 + n * 60 * S)
+        assert retries_below(client, SENSORS) == {0}
+        assert retries_below(client, IF_TABLE) == retries_below(client, POE_PORTS) == {2}
+        assert by_measurement(points, "snmp_error")[0].fields["consecutive_failures"] == n
+    client.devices["h"].dropped.clear()  # the sensor table answers again
+    client.requests.clear()
+    points = await src.collect(T0 + 240 * S)
+    assert retries_below(client, SENSORS) == {0}  # still asked as silent, and it answers
+    temps = {p.tags["sensor"]: p.fields["value"] for p in by_measurement(points, "sensor")}
+    assert temps == {"Temp 1": 41.0, "Fan 1": 4200.0}
+    assert not by_measurement(points, "snmp_error")
+    client.requests.clear()
+    await src.collect(T0 + 300 * S)
+    assert retries_below(client, SENSORS) == {2}  # answered last time: retries are back
+
+
+@run
+async def test_table_cut_off_mid_walk_drops_its_rows_and_counts_as_an_answer() -> None:
+    """Rows of a partial walk would lack columns (a missing ifName is another series)."""
+
+    class CutOff(FakeSnmpClient):
+        async def get_bulk(self, target: Target, oids: Sequence[Oid],
+                           max_repetitions: int) -> list[VarBind]:
+            if oids[0][: len(IF_X)] == IF_X and oids[0] != (*IF_X, 1):
+                raise TIMEOUT  # the second GETBULK of the interfaces walk
+            return await super().get_bulk(target, oids, max_repetitions)
+
+    # 13 columns and 14 varbinds per answer: one row per request. No scalar group, so
+    # the interfaces walk is the first thing the device answers in this poll.
+    client = CutOff({"h": parse_snmprec(SLOW_SWITCH)}, max_varbinds=14)
+    (src,) = sources(client, device("sw", host="h", profiles=("if_mib", "poe")))
+    points = await src.collect(T0)
+    assert_wire_valid(points)
+    assert points[0].fields["reachable"] == 1  # it answered before it stopped
+    assert not interfaces(points)
+    (err,) = by_measurement(points, "snmp_error")
+    assert (err.tags["table"], err.tags["error"]) == ("interfaces", "timeout")
+    assert "after 1 answered request(s) of this table; its partial rows are dropped" in str(
+        err.fields["message"])
+    assert len(by_measurement(points, "poe")) == 3  # the poll went on
