@@ -35,6 +35,8 @@ from schoolnet.sim.servers import Mosquitto, VictoriaMetrics, free_port, wait_fo
 from schoolnet.wire import Batch, Point, Status, encode_batch, encode_status, status_topic
 from tests.integration.test_collector_pipeline import get
 from tests.outage_support import (
+    controller_devices,
+    controller_poll,
     device_point,
     port_point,
     probe_round,
@@ -449,3 +451,70 @@ def test_outside_lesson_hours_morning_digest(
     (digest,) = smtp.messages
     assert "Übersicht 25.11.2025 07:00" in digest["Subject"]
     assert "Standort-Agent (Verbindung)" in digest.get_body().get_content()  # type: ignore[union-attr]
+
+
+# -- 8: an AP behind a WLAN controller --------------------------------------------------
+
+def test_ap_dropping_off_its_controller_is_one_mail_and_an_unreachable_controller_none(
+        tmp_path: Path, mosquitto: Mosquitto, victoria: VictoriaMetrics) -> None:
+    smtp = SmtpSink()
+    smtp.start()
+    path = setup(tmp_path, mosquitto, victoria, smtp.port, {"gy": controller_devices()})
+    tenant = tenant_of(load_config(path))
+    seq = Seq()
+    four = {"ap-aula": "up", "ap-r101": "up", "ap-r102": "up", "ap-halle": "up"}
+    gone = {**four, "ap-halle": "gone"}
+    cli = CliRunner()
+
+    def wlc(c: Collector) -> dict[str, Any]:
+        rows = api(c)["controllers"]
+        return rows[0] if rows else {"expected": 0, "checked_at": None}
+
+    async def polls(c: Collector, pub: aiomqtt.Client, aps: dict[str, str], n: int = 1,
+                    reachable: bool = True) -> None:
+        """Send ``n`` controller polls, each once the collector has handled the last."""
+        for _ in range(n):
+            await seq.send(pub, tenant, "gy", "metrics",
+                           controller_poll(aps, time.time(), reachable=reachable))
+            # The engine handles a message in the same step that counts it.
+            await eventually(lambda: c.validator.sites[(tenant, "gy")].messages >= seq.n,
+                             "the poll handled")
+
+    def mails(c: Collector) -> int:
+        m = api(c)["mail"]
+        return int(m["sent"] + m["pending"] + m["failed"])
+
+    async def scenario() -> None:
+        async with collector(path) as c, mqtt(mosquitto) as pub:
+            await polls(c, pub, four)
+            await eventually(lambda: wlc(c)["expected"] == 4, "four APs learned")
+            await polls(c, pub, four)
+            await polls(c, pub, gone, 2)  # judged missing when the next poll starts
+            await eventually(lambda: smtp.count() >= 1 and drained(c), "the AP's DOWN mail")
+            assert wlc(c)["not_joined"] == ["ap-halle"] and wlc(c)["joined"] == 3
+            await polls(c, pub, gone, 2)  # still gone: no second mail
+            assert mails(c) == 1
+            await polls(c, pub, four, 2)
+            await eventually(lambda: smtp.count() >= 2 and drained(c), "its RESOLVED mail")
+            for _ in range(3):  # the controller stops answering
+                await polls(c, pub, four, reachable=False)
+            await eventually(lambda: smtp.count() >= 3 and drained(c), "the controller's mail")
+            listed = cli.invoke(outages_command, ["aps", "-c", str(path), "--json"])
+            assert listed.exit_code == 0, listed.output
+            assert sorted(r["ap"] for r in json.loads(listed.output)) == sorted(four)
+            forget = cli.invoke(outages_command, ["forget-ap", "-c", str(path),
+                                                  f"{tenant}/gy/ap-r102"])
+            assert forget.exit_code == 0, forget.output
+            await eventually(lambda: wlc(c)["expected"] == 3, "the AP forgotten")
+            assert mails(c) == 3
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        smtp.stop()
+    down, resolved, controller = smtp.subjects()
+    assert down.endswith(": Access-Point ap-halle DOWN")
+    assert "Access-Point ap-halle RESOLVED after" in resolved
+    assert controller.endswith(": Gerät wlc DOWN")
+    body = smtp.messages[0].get_body().get_content()  # type: ignore[union-attr]
+    assert "Controller: wlc" in body and "Clients zuletzt: 5" in body
