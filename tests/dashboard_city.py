@@ -15,7 +15,11 @@ production one, minus sockets:
 Where the recordings lack a table the profiles read, the table is *added to the
 recording* (so the real profile turns it into points): chassis temperatures
 (ENTITY-SENSOR-MIB) and PoE budgets (POWER-ETHERNET-MIB) on the switches, channel
-utilization on the Cisco controller, clients and utilization on the Aruba controller.
+utilization on the Cisco controller, clients and utilization on the Aruba controller,
+LLDP neighbours (LLDP-MIB, :data:`LLDP`) on the Cisco switches and the Vyatta firewall
+(polled with the ``lldp`` profile besides ``auto``), so each school's wiring is the
+inventory's ``parent:`` tree; the HPE switch keeps its recording's own (real, unknown)
+neighbours. The agent's ``topology`` source derives its links from those polls.
 ``probe_icmp`` fields come from the ICMP probe's own ``train_fields`` on simulated echo
 trains. What needs a network or a device class the city does not have is written by
 the documented data model, through the same wire/Validator path: ``probe_tcp``,
@@ -28,7 +32,8 @@ The story, minute by minute (``T-m`` = m minutes before the end):
 * **gy-pestalozzi** (fibre 400/400): the WAN port and every external probe target fail
   from T-45 to T-40 (an uplink outage with the port recorded as affected; resolved);
   a maintenance window from T-30 (switch replacement) during which ``sw-building-b``
-  stops answering (a device outage) and one access point drops off the controller.
+  stops answering (a device outage) and one access point drops off the controller;
+  an IP phone is unplugged from the core switch at T-20 (LLDP).
 * **ge-erich-fried** (fibre 1000/1000): an access point goes down at T-40; the site
   box goes offline at T-12 (MQTT last will) and sends nothing more: an open ``agent``
   outage, a silent site.
@@ -57,6 +62,7 @@ from agent.snmp.client import Oid, SnmpError, Value, parse_oid
 from agent.snmp.fake import FakeSnmpClient, parse_snmprec
 from agent.snmp.poller import build_sources
 from agent.spool import SpoolStats, route
+from agent.topology_source import with_topology
 from collector.lineproto import encode_line
 from collector.metrics import CollectorMetrics
 from collector.outages.engine import OutageEngine
@@ -93,6 +99,8 @@ BSN_IF_TYPE = parse_oid("1.3.6.1.4.1.14179.2.2.2.1.2")
 BSN_LOAD_UTIL = "1.3.6.1.4.1.14179.2.2.13.1.3"
 ARUBA_AP_STATUS = "1.3.6.1.4.1.14823.2.2.1.5.2.1.4.1.19"
 ARUBA_RADIO = "1.3.6.1.4.1.14823.2.2.1.5.2.1.5.1"  # .3 channel, .6 util, .7 clients
+LLDP_LOC_PORT_DESC = "1.0.8802.1.1.2.1.3.7.1.4"
+LLDP_REM = "1.0.8802.1.1.2.1.4.1.1"  # .4 chassis id subtype, .7 port id, .9 sys name
 _NUMERIC = re.compile(r"^([\d.]+)\|(\d+):numeric\|(.*)$")
 _MODULUS = {"65": 2**32, "66": 2**32, "67": 2**32, "70": 2**64}
 
@@ -232,6 +240,22 @@ def add_aruba_radio_load(base: dict[Oid, Value], k: Callable[[float], int]) -> O
     return at
 
 
+def add_lldp(base: dict[Oid, Value],
+             neighbours: list[tuple[int, str, str, str]]) -> dict[str, frozenset[Oid]]:
+    """lldpLocPortDesc and lldpRemTable rows: (local port number, its name, remote
+    system name, remote port id), index time mark 0, one neighbour per port. Returns
+    the lldpRemTable OIDs of each remote (to unplug it)."""
+    out: dict[str, frozenset[Oid]] = {}
+    for port, name, remote, remote_port in neighbours:
+        base[parse_oid(f"{LLDP_LOC_PORT_DESC}.{port}")] = name.encode()
+        row = {parse_oid(f"{LLDP_REM}.9.0.{port}.1"): remote.encode(),
+               parse_oid(f"{LLDP_REM}.7.0.{port}.1"): remote_port.encode(),
+               parse_oid(f"{LLDP_REM}.4.0.{port}.1"): 7}  # chassis id subtype: a field
+        base.update(row)
+        out[remote] = frozenset(row)
+    return out
+
+
 def status_override(oid: str, value: int, since: float) -> Overrides:
     """An enum column that reads ``value`` from wall time ``since`` on."""
     o = parse_oid(oid)
@@ -311,9 +335,13 @@ class SiteAgent:
         self.backlog_s: Callable[[float], float] = lambda t: 0.0
         # As the agent builds them: SNMP sources (every device on profile: auto), the
         # uplink device's wrapped for utilization, then self-health.
+        # Devices with story LLDP tables also name the lldp profile (the firewall's
+        # detection does not pick it); the topology source taps them as the agent does.
         auto = dataclasses.replace(site, devices=tuple(
-            dataclasses.replace(d, profiles=("auto",)) for d in site.devices))
-        sources: list[Any] = build_probe_sources(auto, build_sources(auto, client=self.client))
+            dataclasses.replace(d, profiles=("auto", "lldp") if (school.id, d.name) in LLDP
+                                else ("auto",)) for d in site.devices))
+        sources: list[Any] = with_topology(auto, build_probe_sources(
+            auto, build_sources(auto, client=self.client)))
         sources.append(AgentHealth("0.1.0-sim", self._state))
         self.runners = [RunningSource(s, self.intake, interval_s=MINUTE, jitter_s=0,
                                       clock=self.clock) for s in sources]
@@ -431,6 +459,23 @@ def ssid_points(t: float, device: str, k: int) -> list[Point]:
 
 # -- the story --------------------------------------------------------------------------
 
+#: Who sees whom on which port (LLDP), per (school, device): (local port number, its
+#: name, remote system name, remote port). The routers and APs do not speak LLDP here;
+#: each school's switches (and ge's firewall) see their inventory neighbours, and
+#: gy's core switch two IP phones that are not in the inventory, one of which is
+#: unplugged at T-20 (its link is written once more as gone: not shown any more).
+UNPLUGGED = "SEP00A0B1C2D3E5"
+LLDP: dict[tuple[str, str], list[tuple[int, str, str, str]]] = {
+    (GY, "core-sw"): [(1, "Gi0/1", "router", "LAN"), (2, "Gi0/2", "sw-building-b", "Gi1/0/1"),
+                      (3, "Gi0/3", "wlc", "port 1"), (10, "Gi0/10", "SEP00A0B1C2D3E4", "Port 1"),
+                      (11, "Gi0/11", "SEP00A0B1C2D3E5", "Port 1")],
+    (GY, "sw-building-b"): [(1, "Gi1/0/1", "core-sw", "Gi0/2")],
+    (GE, "fw"): [(1, "eth0", "router", "LAN"), (2, "eth1", "core-sw", "A1")],
+    (GE, "sw-annex"): [(1, "Gi1/0/1", "core-sw", "24")],
+    (GS, "sw"): [(1, "Gi1/0/1", "router", "LAN"), (5, "Gi1/0/5", "ap-aula", "eth0"),
+                 (6, "Gi1/0/6", "ap-flur", "eth0")],
+}
+
 @dataclass
 class CityRun:
     """What the simulation produced."""
@@ -477,6 +522,10 @@ def _devices(written: WrittenCity, recordings: dict[str, tuple[dict[Oid, Value],
             first_ap = _rows(base, ARUBA_AP_STATUS)[0]
             dev.overrides.append(status_override(
                 ARUBA_AP_STATUS + "." + ".".join(map(str, first_ap)), 2, end - 40 * MINUTE))
+        if (school.id, d.name) in LLDP:
+            rows = add_lldp(base, LLDP[(school.id, d.name)])
+            if school.id == GY and d.name == "core-sw":  # the phone is unplugged at T-20
+                dev.vanish = (end - 20 * MINUTE, rows[UNPLUGGED])
         if school.id == GY and d.name == "router":
             dev.overrides.append(_oper_down(parse_oid(f"{IF_OPER}.1"), end - 45 * MINUTE,
                                             end - 40 * MINUTE))

@@ -284,3 +284,42 @@ def test_school_health_panels_show_the_hot_closet_and_the_bad_port(loaded: Loade
     (poe,) = _target_runs(loaded, "school-detail.json", "PoE budget used", _one_site(GS))
     used = [v for s in poe for _, v in s["values"] if v is not None]
     assert used and all(45 < v < 55 for v in used)  # 180-198 W of 370 W
+
+
+def test_topology_panel_lists_each_schools_links(loaded: Loaded) -> None:
+    """The agent's ``topology`` points (derived from the LLDP polls, tests/dashboard_city.py
+    LLDP) as the school dashboard shows them: each link once, from the uplink side."""
+    def links(site: str) -> dict[tuple[str, str, str, str], tuple[int, int, int]]:
+        (series,) = _target_runs(loaded, "school-detail.json", "Topology (LLDP)",
+                                 _one_site(site))
+        return {(r["device"], r["ifname"], r["neighbour"], r["neighbour_port"]):
+                (r["known"], r["depth"], r["parent_link"]) for r in _rows(series)}
+
+    assert links(GY) == {
+        # Only the core switch reports the router: the router's port is what it saw.
+        ("router", "LAN", "core-sw", "Gi0/1"): (1, 1, 1),
+        ("core-sw", "Gi0/2", "sw-building-b", "Gi1/0/1"): (1, 2, 1),
+        ("core-sw", "Gi0/3", "wlc", "port 1"): (1, 2, 1),
+        ("core-sw", "Gi0/10", "SEP00A0B1C2D3E4", "Port 1"): (0, 2, 0),
+    }
+    # The phone unplugged at T-20 is in the database, its last point saying it is gone.
+    (gone,) = loaded.db.query(
+        'SELECT "present" FROM "topology" WHERE "neighbour" = \'SEP00A0B1C2D3E5\'')
+    present = [row[1] for row in gone["series"][0]["values"]]
+    assert present[0] == 1 and present[-1] == 0
+    assert links(GS) == {
+        ("router", "LAN", "sw", "Gi1/0/1"): (1, 1, 1),
+        ("sw", "Gi1/0/5", "ap-aula", "eth0"): (1, 2, 1),
+        ("sw", "Gi1/0/6", "ap-flur", "eth0"): (1, 2, 1),
+    }
+    # The silent site's links were written before it went silent (T-12): still shown.
+    ge = links(GE)
+    assert {k: v for k, v in ge.items() if v[0] == 1} == {
+        ("router", "LAN", "fw", "eth0"): (1, 1, 1),
+        ("fw", "eth1", "core-sw", "A1"): (1, 2, 1),
+        ("core-sw", "24", "sw-annex", "Gi1/0/1"): (1, 3, 1),
+    }
+    # The HPE recording's own neighbours (servers, a Nexus): not in the inventory.
+    unknown = {(k[0], k[1], k[2]): v for k, v in ge.items() if v[0] == 0}
+    assert ("core-sw", "17", "NWPU-CA-5548-01") in unknown and len(unknown) == 5
+    assert set(unknown.values()) == {(0, 3, 0)}

@@ -189,3 +189,20 @@ def test_provisioning_files_point_at_the_dashboards() -> None:
     dash = yaml.safe_load((PROVISIONING_DIR / "dashboards" / "schoolnet.yaml").read_text())
     (provider,) = dash["providers"]
     assert provider["type"] == "file" and provider["options"]["path"]
+
+
+def test_topology_panel_shows_current_links_and_marks_unknown_neighbours() -> None:
+    school = BOARDS["school-detail.json"]
+    panel = next(p for p in school["panels"] if p["title"] == "Topology (LLDP)")
+    (target,) = panel["targets"]
+    q = target["query"]
+    assert target["resultFormat"] == "table" and 'FROM "topology"' in q
+    # Links whose latest point says they disappeared are not shown.
+    assert 'last("present")' in q and q.index('"present" = 1') > q.index(")")
+    assert outer_group_tags(q) == ["device", "ifname", "neighbour", "neighbour_port"]
+    known = next(o for o in panel["fieldConfig"]["overrides"]
+                 if o["matcher"]["options"] == "known")
+    props = {p["id"]: p["value"] for p in known["properties"]}
+    assert props["custom.cellOptions"] == {"type": "color-background"}
+    assert props["mappings"][0]["options"]["0"] == {"text": "not in inventory",
+                                                   "color": "orange", "index": 1}
