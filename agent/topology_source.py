@@ -17,10 +17,11 @@ otherwise every ``refresh_s`` (15 min), so a dashboard over any time range finds
 current links. A link that disappeared gets one last point with ``present`` 0. Series
 are bounded by the links, which the ``lldp`` profile's ``max_rows`` bounds per device.
 
-A device whose poll did not read its neighbour table (unreachable, table failed) keeps
-its previous neighbours for ``max_age_s`` (1 h), so one lost poll does not cut the
-tree; after that they are dropped. Nothing is written before every tapped device has
-been polled once: a graph from half the site would be written as "changed" twice.
+A device whose poll did not read its neighbour table (unreachable, table failed, poll
+ended before it) keeps its previous neighbours for ``max_age_s`` (1 h), so one lost
+poll does not cut the tree; after that they are dropped. Nothing is written before
+every tapped device has been polled once: a graph from half the site would be written
+as "changed" twice.
 """
 
 from __future__ import annotations
@@ -46,13 +47,20 @@ Row = tuple[Mapping[str, str], Mapping[str, FieldValue]]
 
 
 def read_neighbours(points: Sequence[Point]) -> bool:
-    """Whether a poll's points say the neighbour table was read: the device answered
-    and no ``snmp_error`` names the table (a ``row_limit`` cut still read it)."""
+    """Whether a poll's points say the neighbour table was read.
+
+    The device answered, no ``snmp_error`` names the table (a ``row_limit`` cut still
+    read it), and there are ``lldp`` rows — or, without rows, the poll had no error at
+    all: a poll that stopped at an earlier table (the first unanswered request ends it)
+    leaves no trace of the neighbour table, and must not read as "no neighbours".
+    """
     answered = any(p.measurement == "device" and p.fields.get("reachable") == 1
                    for p in points)
-    failed = any(p.measurement == "snmp_error" and p.tags.get("table") == NEIGHBOUR_TABLE
-                 and p.tags.get("error") != "row_limit" for p in points)
-    return answered and not failed
+    errors = [p for p in points if p.measurement == "snmp_error"
+              and p.tags.get("error") != "row_limit"]
+    if not answered or any(p.tags.get("table") == NEIGHBOUR_TABLE for p in errors):
+        return False
+    return not errors or any(p.measurement == "lldp" for p in points)
 
 
 class NeighbourStore:

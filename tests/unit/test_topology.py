@@ -241,14 +241,14 @@ def site(devices: list[Device], uplink: str | None = "router") -> Site:
 
 
 def poll(device: str, *neighbours: tuple[str, str, str], reachable: int = 1,
-         failed: str = "") -> list[Point]:
+         failed: str = "", table: str = "lldp_neighbours") -> list[Point]:
     """One SNMP poll's points: the device point, its lldp rows, a failed table."""
     out = [Point("device", {"device": device, "role": "switch"}, {"reachable": reachable}, 1)]
     out += [Point("lldp", {"device": device, "role": "switch", "ifname": port,
                            "remote_name": remote, "remote_port": rport},
                   {"capabilities": "bridge"}, 1) for port, remote, rport in neighbours]
     if failed:
-        out.append(Point("snmp_error", {"device": device, "table": "lldp_neighbours",
+        out.append(Point("snmp_error", {"device": device, "table": table,
                                         "error": failed}, {"message": "x"}, 1))
     return out
 
@@ -345,12 +345,17 @@ def test_topology_points_on_change_and_every_refresh() -> None:
 def test_a_poll_that_did_not_read_the_table_keeps_the_neighbours_for_a_while() -> None:
     store = NeighbourStore(["core-sw"], max_age_s=3600)
     store.record("core-sw", poll("core-sw", ("Gi0/7", "ap-101", "eth0")), T0)
-    for failed in (poll("core-sw", reachable=0), poll("core-sw", failed="timeout")):
+    # Unreachable; the neighbour table failed; the poll ended at an earlier table.
+    for failed in (poll("core-sw", reachable=0), poll("core-sw", failed="timeout"),
+                   poll("core-sw", failed="timeout", table="interfaces")):
         store.record("core-sw", failed, T0 + 60 * NS)
         assert [r[0]["remote_name"] for r in store.rows(T0 + 60 * NS)] == ["ap-101"]
     assert store.rows(T0 + 3601 * NS) == []  # too old now
     # A row_limit cut still read the table; an answered empty table means no neighbours.
     store.record("core-sw", poll("core-sw", ("Gi0/8", "x", "1"), failed="row_limit"), T0)
+    assert len(store.rows(T0)) == 1
+    store.record("core-sw", poll("core-sw", ("Gi0/8", "x", "1"), failed="gen_err",
+                                 table="poe_ports"), T0)  # another table failed: rows count
     assert len(store.rows(T0)) == 1
     store.record("core-sw", poll("core-sw"), T0)
     assert store.rows(T0) == []
