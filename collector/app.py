@@ -98,7 +98,8 @@ class Collector:
                     self.outages.on_status(t.tenant, t.site, verdict.status.state,
                                            verdict.status.reason)
                 else:
-                    self.outages.on_points(t.tenant, t.site, verdict.decoded)
+                    self.outages.on_points(t.tenant, t.site, verdict.points_where(
+                        self.outages.wanted(t.tenant, t.site)))
             except Exception:  # alerting must never stop ingest
                 log.exception("outage engine failed on a message of %s/%s", t.tenant, t.site)
 

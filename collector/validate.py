@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -233,6 +233,26 @@ class Verdict:
         the outage engine never makes the Point objects of a v2 payload.
         """
         return () if self.batch is None else self.batch.points
+
+    def points_where(self, wanted: Callable[[str, str | None], bool]) -> Iterator[Point]:
+        """The accepted points, in order, of the groups (v1: points) ``wanted`` keeps.
+
+        ``wanted(measurement, device)`` is asked once per group (``device`` None when a
+        group has no single device); the points of a group are built only if it is
+        wanted. The outage engine wants few of a message's points.
+        """
+        batch = self.batch
+        if batch is None:
+            return
+        if not batch.groups:
+            for p in batch.v1_points:
+                if wanted(p.measurement, p.tags.get("device")):
+                    yield p
+            return
+        for g in batch.groups:
+            device = None if "device" in g.tag_columns else g.tags.get("device")
+            if wanted(g.measurement, device):
+                yield from g.points
 
     @property
     def dropped(self) -> bool:

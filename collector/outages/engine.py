@@ -33,7 +33,7 @@ site's ``aps`` group, and leave it when forgotten.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Final
 
 from collector.outages import conditions as cond
 from collector.outages.aps import ApRegistry, LearnedAp, Verdict
@@ -68,6 +68,10 @@ Events = list[OutageEvent]
 AP_SWEEP_S = 60.0
 
 
+#: Measurements :meth:`OutageEngine._point` reads whatever their device.
+_ALWAYS_WANTED: Final = frozenset({"device", "probe_icmp", "probe_throughput", "uplink", "ap"})
+
+
 class OutageEngine:
     """Entity states and open outages of every inventory site; see the module docstring.
 
@@ -97,6 +101,21 @@ class OutageEngine:
         self._dirty_outages: dict[int, Outage] = {}
 
     # -- inputs ---------------------------------------------------------------------
+
+    def wants(self, tenant: str, site: str, measurement: str, device: str | None) -> bool:
+        """Whether points of ``measurement`` (of ``device``; None: any) can change anything.
+
+        The collector asks before it builds the points of a group: most of a message
+        (the interfaces of a switch without monitored ports, LLDP, PoE, sensors) matters
+        only to the database, and the outage engine sees only what :meth:`_point` reads.
+        """
+        if measurement in _ALWAYS_WANTED:
+            return True
+        if measurement == "interface":
+            return device is None or (tenant, site, device) in self.tree.monitored
+        if measurement == "snmp_error":
+            return bool(self.aps.windows)
+        return False
 
     def on_points(self, tenant: str, site: str, points: Iterable[Point], now: float) -> Events:
         """One accepted batch of a site: it is alive, and each point may change a condition."""

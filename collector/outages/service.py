@@ -132,6 +132,16 @@ class OutageService:
 
     # -- inputs -----------------------------------------------------------------------
 
+    def wanted(self, tenant: str, site: str) -> Callable[[str, str | None], bool]:
+        """``wanted(measurement, device)``: may points of a group of ``tenant/site``
+        change anything here? Points of unwanted groups need not even be built."""
+        engine = self.engine
+
+        def wanted(measurement: str, device: str | None) -> bool:
+            return engine.wants(tenant, site, measurement, device)
+
+        return wanted
+
     def on_points(self, tenant: str, site: str, points: Iterable[Point]) -> None:
         """An accepted batch of a site (not a duplicate)."""
         now = self.clock()
