@@ -32,9 +32,11 @@ The story, minute by minute (``T-m`` = m minutes before the end):
 * **gy-pestalozzi** (fibre 400/400): the WAN port and every external probe target fail
   from T-45 to T-40 (an uplink outage with the port recorded as affected; resolved);
   a maintenance window from T-30 (switch replacement) during which ``sw-building-b``
-  stops answering (a device outage) and one access point drops off the controller;
+  stops answering (a device outage) and one access point drops off the controller (an
+  ``ap`` outage);
   an IP phone is unplugged from the core switch at T-20 (LLDP).
-* **ge-erich-fried** (fibre 1000/1000): an access point goes down at T-40; the site
+* **ge-erich-fried** (fibre 1000/1000): an access point goes down at T-40 (its own
+  ``ap`` outage: the controller reports it down); the site
   box goes offline at T-12 (MQTT last will) and sends nothing more: an open ``agent``
   outage, a silent site.
 * **gs-sodingen** (DSL 100/40): a degraded uplink from T-20 (8 % loss, 180 ms) and

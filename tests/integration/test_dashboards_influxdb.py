@@ -15,6 +15,7 @@ InfluxQL is not an error, it is an empty result, and that is what this catches.
 
 from __future__ import annotations
 
+import re
 import time
 import urllib.error
 import urllib.request
@@ -191,12 +192,22 @@ def test_site_state_grid_shows_each_school_as_the_story_left_it(loaded: Loaded) 
 def test_open_outages_are_the_open_roots_with_their_affected_counts(loaded: Loaded) -> None:
     (series,) = _target_runs(loaded, "noc-overview.json", "Open outages")
     rows = {(r["site"], r["kind"], r["entity"]): r for r in _rows(series)}
+    # The APs that leave their controllers (GY: drops out of the Cisco controller's
+    # table at T-30; GE: the Aruba controller reports it down from T-40) are outage
+    # entities of their own, learned from the controllers' tables.
     assert set(rows) == {(GY, "device", "sw-building-b"), (GE, "agent", ""),
                          (GS, "uplink_quality", ""), (GS, "uplink_throughput", ""),
-                         (GS, "device", "ap-flur")}
-    # The silent site's devices behind the lost connection have no data: affected.
+                         (GS, "device", "ap-flur"), (GY, "ap", "erjiao_sw"),
+                         (GE, "ap", "Test-H")}
+    # The silent site's devices behind the lost connection have no data: affected, and
+    # so are the four APs learned from its controller (Test-H, down on its own since T-40,
+    # included: the site outage covers it too).
+    learned = {re.search(r",ap=([^, ]+)", line).group(1)  # type: ignore[union-attr]
+               for line in loaded.run.lines
+               if line.startswith("ap,") and f"site={GE}" in line and " up=1i" in line}
+    assert "Test-H" in learned and len(learned) > 1
     assert rows[(GE, "agent", "")]["affected"] == len(
-        [d for d in loaded.run.written.city.school(GE).devices])
+        [d for d in loaded.run.written.city.school(GE).devices]) + len(learned)
     assert all(r["mailed"] == 1 for r in rows.values())
     # The uplink outage of T-45..T-40 (and the port it took down) resolved: history only.
     history = _rows(_target_runs(loaded, "outages.json", "Outage history")[0])
