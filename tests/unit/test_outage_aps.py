@@ -265,20 +265,30 @@ def as_controller(points: list[Point], t: float) -> list[Point]:
                   int(t * 1e9)) for p in points]
 
 
-@pytest.mark.parametrize(("profile", "recording", "up"), [
-    ("aruba_controller", "aruba", ["Test-H", "WRD-EN", "WRD-ES", "WRD-WS-1"]),
-    ("ruckus_sz", "ruckus-sz.snmprec", ["AP-Aula", "AP-Raum-101"]),  # not AP-Sporthalle
-    ("cisco_9800", "cisco-9800.snmprec", ["AP-Mensa", "AP-Physik-2OG", "AP-Turnhalle"]),
-    ("cisco_wlc", "cisco", 226),
+@pytest.mark.parametrize(("profile", "recording", "up", "not_up"), [
+    ("aruba_controller", "aruba", ["Test-H", "WRD-EN", "WRD-ES", "WRD-WS-1"], {}),
+    ("ruckus_sz", "ruckus-sz.snmprec", ["AP-Aula", "AP-Raum-101"],
+     {"AP-Sporthalle": "Disconnect"}),
+    ("cisco_9800", "cisco-9800.snmprec", ["AP-Mensa", "AP-Physik-2OG", "AP-Turnhalle"], {}),
+    ("cisco_wlc", "cisco", 226, {}),
+    # The unnamed T350 is named by its MAC in both tables.
+    ("ruckus_zd", "ruckus-zd.snmprec", ["AP-Aula", "AP-Raum-204"],
+     {"00:24:82:aa:bb:03": "disconnected"}),
+    ("aruba_instant", "instant", ["instant-ap-src-1"], {}),  # the real dump's one AP
+    ("aruba_instant", "instant-down", [], {"instant-ap-src-1": "down"}),
 ])
 def test_controller_profiles_normalise_the_vendor_status_to_up(
-        profile: str, recording: str, up: list[str] | int) -> None:
+        profile: str, recording: str, up: list[str] | int, not_up: dict[str, str]) -> None:
     points = sdev.poll(recording_text(recording), [profile])
     ups = sorted(p.tags["ap"] for p in sdev.of(points, "ap") if p.fields.get("up") == 1)
     assert ups == up if isinstance(up, list) else len(ups) == up
     # Every up point names its AP and MAC, and nothing else is in it.
     assert all(set(p.fields) == {"up"} and p.tags.get("ap_mac") for p in sdev.of(points, "ap")
                if "up" in p.fields)
+    # APs the controller lists in another state: their status, and no up point.
+    listed = {p.tags["ap"]: p.fields["status"] for p in sdev.of(points, "ap")
+              if "status" in p.fields}
+    assert {ap: st for ap, st in listed.items() if ap not in ups} == not_up
 
 
 def recording_text(name: str) -> str:
@@ -287,26 +297,53 @@ def recording_text(name: str) -> str:
     if name == "cisco":
         return sdev.subset(sdev.packaged("network/appliance/cisco-controller"),
                            *sdev.WLC_TREES)
+    if name == "instant":
+        return sdev.dump("aruba-instant.snmprec")
+    if name == "instant-down":
+        return replaced(sdev.dump("aruba-instant.snmprec"), INSTANT_UP, INSTANT_DOWN)
     return (sdev.DATA / name).read_text()
 
 
-def test_ruckus_disconnect_from_the_real_profile_is_an_ap_outage_with_its_status(
-        tmp_path: Path) -> None:
+def replaced(text: str, old: str, new: str) -> str:
+    """``text`` with one recording line changed (it must be there)."""
+    assert old in text
+    return text.replace(old, new)
+
+
+#: aiAPStatus of the Instant dump's AP (70:3a:0e:c9:c2:46): up (1), and down (2).
+INSTANT_UP = "1.3.6.1.4.1.14823.2.3.3.1.2.1.1.11.112.58.14.201.194.70|2|1"
+INSTANT_DOWN = INSTANT_UP[:-1] + "2"
+
+
+#: ruckusZDWLANAPStatus of AP-Raum-204 (00:24:82:aa:bb:02): connected (1), disconnected (0).
+ZD_UP = "1.3.6.1.4.1.25053.1.2.2.1.1.2.1.1.3.0.36.130.170.187.2|2|1"
+
+
+@pytest.mark.parametrize(("profile", "recording", "learned", "up_line", "down_line",
+                          "status", "clients"), [
+    # AP-Raum-101 (row .2) disconnects from the SmartZone.
+    ("ruckus_sz", "ruckus-sz.snmprec", ["AP-Aula", "AP-Raum-101"],
+     "1.16.0.51.88.17.34.2|4|Connect", "1.16.0.51.88.17.34.2|4|Disconnect", "Disconnect", 11),
+    ("ruckus_zd", "ruckus-zd.snmprec", ["AP-Aula", "AP-Raum-204"],
+     ZD_UP, ZD_UP[:-1] + "0", "disconnected", 12),
+    ("aruba_instant", "instant", ["instant-ap-src-1"], INSTANT_UP, INSTANT_DOWN, "down", 0),
+], ids=["ruckus_sz", "ruckus_zd", "aruba_instant"])
+def test_an_ap_the_real_profile_reports_not_up_is_an_ap_outage_with_its_status(
+        tmp_path: Path, profile: str, recording: str, learned: list[str], up_line: str,
+        down_line: str, status: str, clients: int) -> None:
     h = Harness(tmp_path, devices=controller_devices())
-    text = recording_text("ruckus-sz.snmprec")
+    text = recording_text(recording)
     for _ in range(2):
-        h.feed(*as_controller(sdev.poll(text, ["ruckus_sz"]), h.now))
+        h.feed(*as_controller(sdev.poll(text, [profile]), h.now))
         h.advance(60)
-    assert sorted(a.name for a in h.engine.aps.aps.values()) == ["AP-Aula", "AP-Raum-101"]
-    # AP-Raum-101 (row .2) disconnects from the controller.
-    broken = text.replace("1.16.0.51.88.17.34.2|4|Connect", "1.16.0.51.88.17.34.2|4|Disconnect")
-    assert broken != text
+    assert sorted(a.name for a in h.engine.aps.aps.values()) == learned
+    broken = replaced(text, up_line, down_line)
     for _ in range(4):
-        h.feed(*as_controller(sdev.poll(broken, ["ruckus_sz"]), h.now))
+        h.feed(*as_controller(sdev.poll(broken, [profile]), h.now))
         h.advance(60)
     (ev,) = h.kinds(OPEN)
-    assert ev.outage.name == "AP-Raum-101"
-    assert ev.outage.detail["status"] == "Disconnect" and ev.outage.detail["clients"] == 11
+    assert ev.outage.name == learned[-1]
+    assert ev.outage.detail["status"] == status and ev.outage.detail["clients"] == clients
 
 
 # -- the mail ---------------------------------------------------------------------------

@@ -156,8 +156,10 @@ def test_poe_ports_budget_and_lldp_on_written_recording() -> None:
 def test_aruba_instant_ap_radios_and_ssid() -> None:
     points = poll(dump("aruba-instant.snmprec"), ["aruba_instant"])
     assert wire_valid(points)
-    ap, ap_clients = of(points, "ap")
+    ap_up, ap, ap_clients = of(points, "ap")
     assert ap.tags["ap"] == "instant-ap-src-1" and ap.tags["ap_mac"] == "70:3a:0e:c9:c2:46"
+    # The virtual controller's normalised state for the outage engine (aiAPStatus up).
+    assert ap_up.tags["ap"] == "instant-ap-src-1" and ap_up.fields == {"up": 1}
     assert ap.fields["status"] == "up" and ap.fields["model"] == "225"
     assert ap.fields["ip"] == "10.128.0.11" and ap.fields["cpu_pct"] == 9
     assert ap_clients.fields == {"clients": 0}
