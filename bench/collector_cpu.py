@@ -16,7 +16,8 @@ Mosquitto for its persistent session (so the publisher's CPU is not in the figur
 - ``spool`` and ``outages``: ``lean`` with only the disk spool or only the outage
   engine on, to show what each costs;
 - ``bare``: a bare aiomqtt consumer that only does ``json.loads`` on each payload (the
-  floor for any Python MQTT consumer), on the same payloads.
+  floor for any Python MQTT consumer), on the same payloads; ``bare5`` the same over
+  MQTT 5 (``--bare5``), to show what the protocol alone costs in paho.
 
 Each runs on both payload forms: v2 (columnar groups, what the agent sends) and v1 (one
 object per point, still decoded). Also, in this process: ``Validator.handle`` alone
@@ -53,7 +54,7 @@ TENANT = "bench"
 SITE = "gy-bench"
 PORTS = 48
 #: Contenders and the MQTT protocol each speaks.
-PROTOCOLS = {"bare": "3.1.1", "schoolnet": "5", "lean": "5", "lean311": "3.1.1",
+PROTOCOLS = {"bare": "3.1.1", "bare5": "5", "schoolnet": "5", "lean": "5", "lean311": "3.1.1",
              "spool": "5", "outages": "5"}
 COLLECTORS = ("schoolnet", "lean", "lean311", "spool", "outages")
 
@@ -118,10 +119,15 @@ async def _child_schoolnet(host: str, port: int, db_url: str, client_id: str, n:
             "points": m.written.get(), "dropped": sum(m.dropped.values.values())}
 
 
-async def _child_bare(host: str, port: int, client_id: str, n: int) -> dict[str, float]:
+async def _child_bare(host: str, port: int, client_id: str, n: int,
+                      protocol: str = "3.1.1") -> dict[str, float]:
     cpu0, t0 = _cpu(), time.monotonic()
     got = 0
-    async with aiomqtt.Client(host, port, identifier=client_id, clean_session=False) as c:
+    if protocol == "5":
+        kw: dict[str, object] = {"protocol": aiomqtt.ProtocolVersion.V5, "clean_start": False}
+    else:
+        kw = {"clean_session": False}
+    async with aiomqtt.Client(host, port, identifier=client_id, **kw) as c:  # type: ignore[arg-type]
         await c.subscribe(f"schoolnet/v1/{TENANT}/#", qos=1)
         async for msg in c.messages:
             assert isinstance(msg.payload, bytes)
@@ -155,8 +161,8 @@ def child(kind: str, host: str, port: int, db_url: str, client_id: str, n: int,
     asyncio.run(_create_session(host, port, client_id, protocol))
     print("ready", flush=True)
     sys.stdin.readline()
-    if kind == "bare":
-        res = asyncio.run(_child_bare(host, port, client_id, n))
+    if kind in ("bare", "bare5"):
+        res = asyncio.run(_child_bare(host, port, client_id, n, protocol))
     elif os.environ.get("BENCH_PROFILE"):
         import cProfile
 
@@ -237,8 +243,11 @@ def main() -> None:
     ap.add_argument("--forms", default="2,1", help="payload forms to measure (2=groups, 1=points)")
     ap.add_argument("--kinds", default=",".join(COLLECTORS),
                     help=f"collector contenders to run (of {', '.join(COLLECTORS)})")
+    ap.add_argument("--bare5", action="store_true",
+                    help="also run the bare consumer over MQTT 5")
     args = ap.parse_args()
     kinds = [k for k in args.kinds.split(",") if k]
+    bares = ["bare", "bare5"] if args.bare5 else ["bare"]
     if not set(kinds) <= set(COLLECTORS):
         ap.error(f"--kinds: unknown contender in {args.kinds!r}")
     n = args.messages
@@ -260,10 +269,10 @@ def main() -> None:
                     handle_s, loads_s = in_process(payloads[v], work)
                     got[(v, "handle")].append(handle_s)
                     got[(v, "loads")].append(loads_s)
-                    for kind in ("bare", *kinds):
+                    for kind in (*bares, *kinds):
                         r = run_contender(kind, broker, db, payloads[v], work)
                         got[(v, kind)].append(r["cpu_s"] / n)
-                        if kind != "bare":
+                        if not kind.startswith("bare"):
                             written[v].append(r["points"])
                             got[(v, f"ratio-{kind}")].append(
                                 r["cpu_s"] / n / got[(v, "bare")][-1])
@@ -279,6 +288,7 @@ def main() -> None:
                           ("spool", "  lean + the disk spool"),
                           ("outages", "  lean + the outage engine"),
                           ("bare", "bare aiomqtt (3.1.1) + json.loads"),
+                          ("bare5", "  the same over MQTT 5"),
                           ("handle", "Validator.handle only (no I/O)"),
                           ("loads", "json.loads only")):
             vals = got[(v, key)]
@@ -288,6 +298,12 @@ def main() -> None:
             ratios = got[(v, f"ratio-{kind}")]
             print(f"  ratio collector ({kind}) / bare: {statistics.median(ratios):.2f}x "
                   f"[{min(ratios):.2f}-{max(ratios):.2f}]")
+        if got[(v, "bare5")]:
+            bare5 = statistics.median(got[(v, "bare5")])
+            for kind in kinds:
+                if PROTOCOLS[kind] == "5":
+                    print(f"  ratio collector ({kind}) / bare over MQTT 5: "
+                          f"{statistics.median(got[(v, kind)]) / bare5:.2f}x (medians)")
         print(f"  points written per run: {', '.join(f'{w:.0f}' for w in written[v])} "
               f"(want {n * (PORTS + 1)} each)")
     if 1 in forms and 2 in forms:
