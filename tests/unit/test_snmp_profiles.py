@@ -202,3 +202,76 @@ def test_lancom_devices_get_both_lcos_and_lx_profiles() -> None:
     assert found.profiles == ("system", "if_mib", "lancom_lx", "lancom_lcos", "lldp")
     tables = {p: {t.name for t in _profiles()[p].tables} for p in ("lancom_lx", "lancom_lcos")}
     assert not tables["lancom_lx"] & tables["lancom_lcos"]
+
+
+# --- detection of switch families (issue 5) ------------------------------------------
+
+SWITCH = ("system", "if_mib", "entity_sensor", "poe", "lldp")
+
+
+@pytest.mark.parametrize(
+    ("object_id", "descr", "rule"),
+    [
+        # LANCOM LCOS SX 3: a public capture note of a real GS-2326+ (sysObjectID, sysDescr).
+        pytest.param("1.3.6.1.4.1.2356.800.3.2329",
+                     "LANCOM GS-2326+ 3.34.0326 / 19.08.2024 4005284520000039",
+                     "lancom_switch", id="real LANCOM GS-2326+ (LCOS SX 3)"),
+        # LibreNMS Lcossx3.php names 2356.800.3.2327 (GS-23xx) as its example id.
+        pytest.param("1.3.6.1.4.1.2356.800.3.2327", "", "lancom_switch",
+                     id="GS-23xx by object id alone"),
+        pytest.param("", "LANCOM GS-3152XP 4.30.0075", "lancom_switch",
+                     id="LCOS SX 4 by model name (written)"),
+        # UniFi / EdgeSwitch: LibreNMS edgeswitch.snmprec, PRs #12167 and #10515.
+        pytest.param("1.3.6.1.4.1.4413", "EdgeSwitch 24-Port 250W, 1.0.1.4720839, "
+                     "Linux 3.6.5-f4a26ed5", "unifi_switch", id="real EdgeSwitch (edgeswitch)"),
+        pytest.param("1.3.6.1.4.1.4413", "US-16-150W, 5.37.2.12269, Linux 3.6.5",
+                     "unifi_switch", id="real UniFi US-16-150W"),
+        pytest.param("1.3.6.1.4.1.4413", "UBNT US48PRO - 48 GE POE + 4 XE, 4.0.19.9951, "
+                     "Linux 3.6.5", "unifi_switch", id="real UniFi US-48 Pro"),
+        pytest.param("1.3.6.1.4.1.41112", "USW-5-Flex, develop.10723", "unifi_switch",
+                     id="real USW-Flex on the UniFi enterprise id"),
+        pytest.param("1.3.6.1.4.1.8072.3.2.10",
+                     "Linux UBNT 4.9.65 #0 Thu Aug 30 12:10:54 2018 mips", "unifi_switch",
+                     id="real gen2 USW on net-snmp's id"),
+        # HPE: the shared procurve dump, snmpsim-data's 6120XG, LibreNMS arubaos-cx.
+        pytest.param("1.3.6.1.4.1.11.2.3.7.8.5.2", "HP Stack, revision KA.15.03.3004, "
+                     "ROM KA.15.05 (/sw/code/build/tam(KA_15_03))", "hpe_aruba_switch",
+                     id="real HP 5406Rzl2 (procurve)"),
+        pytest.param("1.3.6.1.4.1.11.2.3.7.11.107", "ProCurve 516733-B21 6120XG Blade "
+                     "Switch, revision Z.14.31", "hpe_aruba_switch",
+                     id="real ProCurve 6120XG (snmpsim-data)"),
+        pytest.param("1.3.6.1.4.1.47196.4.1.1.1.50", "Aruba JL635A 8325 GL.10.04.2000",
+                     "hpe_aruba_switch", id="real Aruba CX 8325 (arubaos-cx)"),
+        # Zyxel: LibreNMS zynos.snmprec (two versions).
+        pytest.param("1.3.6.1.4.1.890.1.15", "XGS4600-32F", "zyxel", id="real Zyxel XGS4600"),
+        pytest.param("1.3.6.1.4.1.890.1.15", "GS1900-8", "zyxel", id="real Zyxel GS1900-8"),
+    ],
+)
+def test_detection_of_switch_families(object_id: str, descr: str, rule: str) -> None:
+    found = detect(load_rules(), object_id, descr)
+    assert found.rule is not None and found.rule.name == rule
+    assert found.rule.role == "switch"
+    assert found.profiles == SWITCH
+
+
+@pytest.mark.parametrize(
+    ("object_id", "descr", "rule"),
+    [
+        # The vendors' WLAN devices still get their WLAN rules, not the new switch rules.
+        pytest.param("1.3.6.1.4.1.2356.600.6.310",
+                     "LANCOM L-310agn Wireless 8.60.0189 / 02.04.2012 111211800199", "lancom",
+                     id="real LCOS AP stays lancom"),
+        pytest.param("1.3.6.1.4.1.10002.1", "Linux 3.3.8 #1 Wed Jan 18 09:26:53 PST 2017 mips",
+                     "unifi_ap", id="real UAP stays unifi_ap"),
+        pytest.param("1.3.6.1.4.1.41112.1.4", "Linux 2.6.32.61 #1 Wed May 21 18:37:41 EEST "
+                     "2014 mips", "ubiquiti", id="real airMAX M5 stays ubiquiti"),
+        pytest.param("1.3.6.1.4.1.14823.1.2.125", "AOS-10 (MODEL: 635), Version "
+                     "10.7.1.0-10.7.1.0 SSR", "aruba_instant", id="real AOS-10 AP stays aruba"),
+        # A host name that starts like a UniFi model is no UniFi switch (LibreNMS #15784).
+        pytest.param("1.3.6.1.4.1.8072.3.2.10", "US-BOSTON-FW01", "net_snmp",
+                     id="US- site name is no switch"),
+    ],
+)
+def test_switch_rules_leave_wlan_devices_alone(object_id: str, descr: str, rule: str) -> None:
+    found = detect(load_rules(), object_id, descr)
+    assert found.rule is not None and found.rule.name == rule
