@@ -1,19 +1,21 @@
 /*
- * schoolnet._speedups: the collector's two per-row loops in C.
+ * schoolnet._speedups: the collector's per-row loops in C.
  *
- * The collector checks and formats every row of every v2 group it receives (a 48-port
- * switch message is ~50 rows of ~16 values). In Python, even written as C-level map
- * chains, that is two thirds of its CPU per message (bench/collector_cpu.py). These
- * two functions do the same work in one pass each, with the same results as the
+ * The collector checks, hashes and formats every row of every v2 group it receives (a
+ * 48-port switch message is ~50 rows of ~16 values). In Python, even written as C-level
+ * map chains, that was two thirds of its CPU per message (bench/collector_cpu.py).
+ * These functions do the same work in one pass each, with the same results as the
  * pure-Python code they accelerate, which stays the reference and the fallback:
  *
- *   uniform_types  <->  schoolnet/wire_groups.py  check_uniform_rows (the checks)
+ *   uniform_types  <->  schoolnet/wire_groups.py  uniform_types_py (the row checks)
  *   format_rows    <->  collector/lineproto.py    GroupEncoder.encode (the fast path)
+ *   row_keys       <->  collector/validate.py     _group_keys_py (series budget hashes)
  *
- * Both only ever answer "yes, here is the result" or "not sure" (None): every case
- * they do not handle (a null, a value that needs escaping, a type mix, an integer
- * beyond 64 bits) goes to the Python code, which finds the exact answer or the exact
- * error. tests/unit/test_speedups.py compares both sides on random rows.
+ * uniform_types and format_rows only ever answer "yes, here is the result" or "not
+ * sure" (None): every case they do not handle (a null, a value that needs escaping, a
+ * type mix, an integer beyond 64 bits) goes to the Python code, which finds the exact
+ * answer or the exact error. tests/unit/test_speedups.py compares both sides on random
+ * rows.
  *
  * Built by setuptools as an optional extension (pyproject.toml): where it cannot be
  * compiled, the Python code runs alone, slower and otherwise the same.
@@ -384,6 +386,62 @@ error:
     return NULL;
 }
 
+/* ---------------------------------------------------------------- row_keys */
+
+/*
+ * row_keys(rows, names, base) -> list[int]
+ *
+ * The series hash of each row (collector/validate.py _group_keys): base XOR, for each
+ * tag column j with a value, hash((names[j], row[j])). The first len(names) values of
+ * each row are the tag columns.
+ */
+static PyObject *
+row_keys(PyObject *self, PyObject *args)
+{
+    PyObject *rows, *names;
+    Py_ssize_t base;
+    if (!PyArg_ParseTuple(args, "OO!n", &rows, &PyTuple_Type, &names, &base))
+        return NULL;
+    PyObject *seq = PySequence_Fast(rows, "rows must be a sequence");
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq), nt = PyTuple_GET_SIZE(names);
+    PyObject *out = PyList_New(n);
+    if (out == NULL)
+        goto error;
+    for (Py_ssize_t j = 0; j < n; j++) {
+        PyObject *row = PySequence_Fast_GET_ITEM(seq, j);
+        if (!PyList_Check(row) || PyList_GET_SIZE(row) < nt) {
+            PyErr_SetString(PyExc_ValueError, "a row is shorter than its tag columns");
+            goto error;
+        }
+        Py_hash_t key = (Py_hash_t)base;
+        for (Py_ssize_t c = 0; c < nt; c++) {
+            PyObject *v = PyList_GET_ITEM(row, c);
+            if (v == Py_None)
+                continue;
+            PyObject *pair = PyTuple_Pack(2, PyTuple_GET_ITEM(names, c), v);
+            if (pair == NULL)
+                goto error;
+            Py_hash_t h = PyObject_Hash(pair);
+            Py_DECREF(pair);
+            if (h == -1 && PyErr_Occurred())
+                goto error;
+            key ^= h;
+        }
+        PyObject *k = PyLong_FromSsize_t((Py_ssize_t)key);
+        if (k == NULL)
+            goto error;
+        PyList_SET_ITEM(out, j, k);
+    }
+    Py_DECREF(seq);
+    return out;
+error:
+    Py_DECREF(seq);
+    Py_XDECREF(out);
+    return NULL;
+}
+
 /* ---------------------------------------------------------------- module */
 
 static PyMethodDef methods[] = {
@@ -393,6 +451,9 @@ static PyMethodDef methods[] = {
     {"format_rows", format_rows, METH_VARARGS,
      "format_rows(rows, cols, kinds, segments, suffix) -> list[str] | None\n"
      "Line protocol lines of rows without characters to escape, else None."},
+    {"row_keys", row_keys, METH_VARARGS,
+     "row_keys(rows, names, base) -> list[int]\n"
+     "The series hash of each row: base XOR hash((name, value)) per tag column."},
     {NULL, NULL, 0, NULL},
 };
 

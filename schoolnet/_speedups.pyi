@@ -9,3 +9,6 @@ def uniform_types(rows: list[Any], nt: int, nf: int, max_tag_len: int, max_str_l
 def format_rows(rows: Any, cols: tuple[int, ...], kinds: bytes, segments: tuple[bytes, ...],
                 suffix: bytes, /) -> list[str] | None:
     """Line protocol lines of rows without characters to escape, else None."""
+
+def row_keys(rows: Any, names: tuple[str, ...], base: int, /) -> list[int]:
+    """The series hash of each row: base XOR hash((name, value)) per tag column."""

@@ -16,11 +16,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector import lineproto
+from collector import lineproto, validate
 from collector.lineproto import GroupEncoder
 from collector.samples import switch_points
 from schoolnet import wire_groups
-from schoolnet.wire import DEFAULT_LIMITS, Batch, decode_batch_groups, encode_batch
+from schoolnet.wire import (
+    DEFAULT_LIMITS,
+    Batch,
+    Point,
+    PointGroup,
+    decode_batch_groups,
+    encode_batch,
+)
 from tests.unit.test_wire_groups import groups
 
 try:
@@ -38,6 +45,7 @@ def test_the_extension_is_built_and_used() -> None:
     assert _speedups is not None, "schoolnet._speedups not built: is a C compiler installed?"
     assert wire_groups.uniform_types is _speedups.uniform_types
     assert lineproto._format_rows_c is _speedups.format_rows
+    assert validate._row_keys_c is _speedups.row_keys
 
 
 needs_c = pytest.mark.skipif(_speedups is None, reason="schoolnet._speedups not built")
@@ -173,3 +181,20 @@ def test_a_switch_poll_decodes_and_encodes_the_same_with_and_without_c(
     monkeypatch.setattr(lineproto, "_format_rows_c", None)
     monkeypatch.setattr(wire_groups, "uniform_types", wire_groups.uniform_types_py)
     assert lines() == with_c and len(with_c) == 49
+
+
+@needs_c
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.lists(st.one_of(st.none(), st.text(max_size=6)), min_size=2, max_size=2),
+                min_size=1, max_size=6),
+       st.dictionaries(st.sampled_from(["device", "role", "vendor"]), st.text(max_size=4)))
+def test_series_hashes_match_their_python_reference(rows: list[list[Any]],
+                                                    shared: dict[str, str]) -> None:
+    g = PointGroup("interface", T, shared, ("ifindex", "ifname"), ("in_octets",),
+                   tuple([*r, 1] for r in rows), tuple((str, str, int) for _ in rows))
+    assert validate._group_keys(g) == validate._group_keys_py(g)
+    # and a row hashes like the same point sent as v1 (one series, whatever the form)
+    for row, key in zip(rows, validate._group_keys(g), strict=True):
+        tags = {**shared, **{k: v for k, v in zip(("ifindex", "ifname"), row, strict=True)
+                             if v is not None}}
+        assert key == validate._point_key(Point("interface", tags, {"in_octets": 1}, T))
