@@ -3,7 +3,7 @@
 Serves two real recordings from ../shared/snmp-dumps (skips where absent): the Aruba
 Instant AP cluster and the MikroTik RouterOS box. A second snmpsim serves the WLAN
 recordings written for this project from the vendors' published MIBs
-(tests/data/snmprec/: Ruckus ZoneDirector and Unleashed, LANCOM LCOS and LCOS LX) and,
+(tests/data/snmprec/: Ruckus ZoneDirector and Unleashed, LANCOM LCOS, LCOS LX and WLC) and,
 where present, the real LANCOM L-310agn dump: detection must pick the vendor profile
 and the profile must turn the recording into the values written there.
 """
@@ -88,7 +88,8 @@ def test_discover_prints_profiles_and_a_device_entry(sim: tuple[str, int]) -> No
 def wlan_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
     recordings: dict[str, str | Path] = {
         name: DATA / f"{name}.snmprec"
-        for name in ("ruckus-zd", "ruckus-unleashed", "lancom-lcos", "lancom-lx")}
+        for name in ("ruckus-zd", "ruckus-unleashed", "lancom-lcos", "lancom-lx",
+                     "lancom-wlc")}
     real_lcos = SHARED_DUMPS / "lcos.snmprec"
     if real_lcos.exists():
         recordings["lcos"] = real_lcos
@@ -183,6 +184,27 @@ def test_lancom_lx_recording_gets_only_lx_points(wlan_sim: tuple[str, int]) -> N
     assert ap.fields == {"clients": 5}
     assert {p.tags["radio"] for p in of(points, "ap_radio")} == {"WLAN-1", "WLAN-2"}
     assert all("channel" not in p.fields for p in of(points, "ap_radio"))
+
+
+def test_lancom_wlc_managed_aps_missing_ap_and_joined_count(
+        wlan_sim: tuple[str, int]) -> None:
+    rule, points = poll_auto(wlan_sim, "lancom-wlc")
+    # The lancom rule lists lancom_wlc beside the AP profiles; their walks find nothing.
+    assert rule == "lancom"
+    aps: dict[str, dict[str, object]] = {}
+    for p in of(points, "ap"):
+        if "ap" in p.tags:
+            assert p.tags["ap_mac"].startswith("00:a0:57:11:22:0")
+            aps.setdefault(p.tags["ap"], {}).update(p.fields)
+    # Connected APs: up and clients over their radios (7 + 11); the missing one: status.
+    assert aps == {"AP-Aula": {"up": 1, "clients": 18},
+                   "AP-Raum-204": {"up": 1, "clients": 5},
+                   "AP-Sporthalle": {"status": "missing", "ip": "10.40.0.13",
+                                     "model": "LANCOM LN-1700"}}
+    # Two CAPWAP connections in state run; the third (join) is not counted.
+    (joined,) = [p for p in of(points, "ap") if "ap" not in p.tags]
+    assert joined.fields == {"aps_joined": 2}
+    assert not of(points, "ssid") and not of(points, "ap_radio")
 
 
 def test_real_lcos_device_without_wlan_tables_writes_no_wlan_points(

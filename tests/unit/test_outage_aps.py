@@ -276,6 +276,9 @@ def as_controller(points: list[Point], t: float) -> list[Point]:
      {"00:24:82:aa:bb:03": "disconnected"}),
     ("aruba_instant", "instant", ["instant-ap-src-1"], {}),  # the real dump's one AP
     ("aruba_instant", "instant-down", [], {"instant-ap-src-1": "down"}),
+    # LANCOM WLC: connected APs are the active-radios rows, AP-Sporthalle is missing.
+    ("lancom_wlc", "lancom-wlc.snmprec", ["AP-Aula", "AP-Raum-204"],
+     {"AP-Sporthalle": "missing"}),
 ])
 def test_controller_profiles_normalise_the_vendor_status_to_up(
         profile: str, recording: str, up: list[str] | int, not_up: dict[str, str]) -> None:
@@ -344,6 +347,37 @@ def test_an_ap_the_real_profile_reports_not_up_is_an_ap_outage_with_its_status(
     (ev,) = h.kinds(OPEN)
     assert ev.outage.name == learned[-1]
     assert ev.outage.detail["status"] == status and ev.outage.detail["clients"] == clients
+
+
+#: AP-Raum-204 (00:a0:57:11:22:02) in the LANCOM WLC recording: its one active radio row
+#: (name, valid, clients), and the missing-AP row (name, valid) the WLC lists instead
+#: once the AP is gone.
+WLC_RAUM_204_ACTIVE = [f"1.3.6.1.4.1.2356.11.1.73.9.2.1.{col}.0.160.87.17.34.2.0|{val}"
+                       for col, val in ((3, "4|AP-Raum-204"), (5, "2|1"), (10, "2|5"))]
+WLC_RAUM_204_MISSING = [f"1.3.6.1.4.1.2356.11.1.73.9.1.1.{col}.0.160.87.17.34.2|{val}"
+                        for col, val in ((3, "4|AP-Raum-204"), (5, "2|1"))]
+
+
+def test_an_ap_the_lancom_wlc_moves_to_its_missing_list_is_an_ap_outage(
+        tmp_path: Path) -> None:
+    h = Harness(tmp_path, devices=controller_devices())
+    text = recording_text("lancom-wlc.snmprec")
+    for _ in range(2):
+        h.feed(*as_controller(sdev.poll(text, ["lancom_wlc"]), h.now))
+        h.advance(60)
+    assert sorted(a.name for a in h.engine.aps.aps.values()) == ["AP-Aula", "AP-Raum-204"]
+    broken = text
+    for line in WLC_RAUM_204_ACTIVE:
+        broken = replaced(broken, line + "\n", "")
+    # snmpsim needs OID order, the fake client sorts itself: appending is enough here.
+    broken += "\n".join(WLC_RAUM_204_MISSING) + "\n"
+    for _ in range(4):
+        h.feed(*as_controller(sdev.poll(broken, ["lancom_wlc"]), h.now))
+        h.advance(60)
+    (ev,) = h.kinds(OPEN)
+    assert ev.outage.name == "AP-Raum-204"
+    # Status from the missing list, clients the last count seen while it was up.
+    assert ev.outage.detail["status"] == "missing" and ev.outage.detail["clients"] == 5
 
 
 # -- the mail ---------------------------------------------------------------------------

@@ -240,7 +240,7 @@ def test_unifi_radios_ssids_and_clients_from_written_recording() -> None:
 def test_lancom_lx_station_counts_from_written_recording() -> None:
     text = (DATA / "lancom-lx.snmprec").read_text()
     assert _detect_text(text) == ("lancom", ["system", "if_mib", "lancom_lx", "lancom_lcos",
-                                              "lldp"])
+                                              "lancom_wlc", "lldp"])
     points = poll(text, ["lancom_lx"])
     assert wire_valid(points)
     assert not of(points, "snmp_error")
@@ -363,7 +363,7 @@ DUMP_RULES = {
     "arubaos.snmprec": ("aruba_controller", ["aruba_controller", "entity_sensor", "lldp"]),
     "ciscowlc.snmprec": ("cisco_wlc", ["cisco_wlc"]),
     "fortigate.snmprec": ("fortinet", []),
-    "lcos.snmprec": ("lancom", ["lancom_lx", "lancom_lcos", "lldp"]),
+    "lcos.snmprec": ("lancom", ["lancom_lx", "lancom_lcos", "lancom_wlc", "lldp"]),
     "procurve.snmprec": ("hpe_aruba_switch", ["entity_sensor", "poe", "lldp"]),
     "routeros.snmprec": ("mikrotik", ["mikrotik_wireless", "host_resources", "lldp"]),
     "ruckuswireless-sz.snmprec": ("ruckus", ["ruckus_sz", "host_resources"]),

@@ -197,11 +197,14 @@ def test_detection_of_wlan_controllers(object_id: str, descr: str, rule: str) ->
 
 
 def test_lancom_devices_get_both_lcos_and_lx_profiles() -> None:
-    # No public identity tells LCOS from LCOS LX: both profiles, each on its own MIB.
+    # No public identity tells LCOS from LCOS LX (nor a WLC from an AP): all three profiles,
+    # each on its own MIB subtree, with no table name shared.
     found = detect(load_rules(), "1.3.6.1.4.1.2356.600.6.310", "LANCOM L-310agn Wireless")
-    assert found.profiles == ("system", "if_mib", "lancom_lx", "lancom_lcos", "lldp")
-    tables = {p: {t.name for t in _profiles()[p].tables} for p in ("lancom_lx", "lancom_lcos")}
-    assert not tables["lancom_lx"] & tables["lancom_lcos"]
+    assert found.profiles == ("system", "if_mib", "lancom_lx", "lancom_lcos", "lancom_wlc",
+                              "lldp")
+    names = ("lancom_lx", "lancom_lcos", "lancom_wlc")
+    tables = [{t.name for t in _profiles()[p].tables} for p in names]
+    assert sum(len(t) for t in tables) == len(set().union(*tables))
 
 
 # --- detection of switch families (issue 5) ------------------------------------------
