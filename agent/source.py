@@ -8,7 +8,7 @@ owns the schedule, jitter, timeout, common tags and self-metrics — the Telegra
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from schoolnet.wire import Point
 
@@ -26,3 +26,27 @@ class Source(Protocol):
         are reported as points (``snmp_error``), not exceptions.
         """
         ...
+
+
+class SourceWrapper:
+    """Base of a source that wraps another (adds points to its polls, taps them).
+
+    It takes the wrapped source's name, closes it on :meth:`close`, and passes every
+    other attribute through (``stats``, ``device``, ``detection`` of an SNMP poller), so
+    the runtime and the tests see the wrapped source. Subclasses define ``collect``.
+    """
+
+    def __init__(self, inner: Source) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    async def close(self) -> None:
+        """Close the wrapped source (it may hold the site's SNMP engine)."""
+        close = getattr(self.inner, "close", None)
+        if close is not None:
+            await close()
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "inner":  # not set yet (copy, pickle): no recursion
+            raise AttributeError(name)
+        return getattr(self.inner, name)

@@ -27,11 +27,10 @@ as "changed" twice.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 
 from agent.snmp.detect import uses_auto
 from agent.snmp.topology import Link, build, links, observations_from_rows
-from agent.source import Source
+from agent.source import Source, SourceWrapper
 from schoolnet.inventory import Device, Site
 from schoolnet.wire import FieldValue, Point
 
@@ -90,14 +89,13 @@ class NeighbourStore:
                 if now_ns - at <= self.max_age_ns for row in rows]
 
 
-class NeighbourTap:
+class NeighbourTap(SourceWrapper):
     """Wraps one device's SNMP source: its polls pass through and go to the store."""
 
     def __init__(self, inner: Source, device: str, store: NeighbourStore) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.device_name = device
         self.store = store
-        self.name = inner.name
 
     async def collect(self, now_ns: int) -> list[Point]:
         """The device's poll, unchanged; recorded even when it fails (as not read)."""
@@ -108,18 +106,6 @@ class NeighbourTap:
         finally:
             # A failed or cancelled gather still counts as "polled once" for readiness.
             self.store.record(self.device_name, points, now_ns)
-
-    async def close(self) -> None:
-        """Close the wrapped source (it may hold the site's SNMP engine)."""
-        close = getattr(self.inner, "close", None)
-        if close is not None:
-            await close()
-
-    def __getattr__(self, name: str) -> Any:
-        # Everything else (stats, device, detection) is the wrapped poller's.
-        if name == "inner":  # not set yet (copy, pickle): no recursion
-            raise AttributeError(name)
-        return getattr(self.inner, name)
 
 
 LinkKey = tuple[str, str, str, str]

@@ -14,9 +14,8 @@ Directions are the router's: ``in`` on the WAN port is what arrives from the pro
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
-from agent.source import Source
+from agent.source import Source, SourceWrapper
 from schoolnet.inventory import Uplink
 from schoolnet.wire import FieldValue, Point
 
@@ -49,13 +48,12 @@ def uplink_point(points: Iterable[Point], uplink: Uplink) -> Point | None:
     return None
 
 
-class UplinkUtilization:
+class UplinkUtilization(SourceWrapper):
     """Wraps the SNMP source of the uplink device; adds the ``uplink`` point to its polls."""
 
     def __init__(self, inner: Source, uplink: Uplink) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.uplink = uplink
-        self.name = inner.name
 
     async def collect(self, now_ns: int) -> list[Point]:
         """The device's poll, plus the ``uplink`` point when the WAN port had rates."""
@@ -63,14 +61,3 @@ class UplinkUtilization:
         extra = uplink_point(points, self.uplink)
         return [*points, extra] if extra is not None else points
 
-    async def close(self) -> None:
-        """Close the wrapped source (it may hold the site's SNMP engine)."""
-        close = getattr(self.inner, "close", None)
-        if close is not None:
-            await close()
-
-    def __getattr__(self, name: str) -> Any:
-        # Everything else (stats, device) is the wrapped poller's.
-        if name == "inner":  # not set yet (copy, pickle): no recursion
-            raise AttributeError(name)
-        return getattr(self.inner, name)
