@@ -25,7 +25,7 @@ trains. What needs a network or a device class the city does not have is written
 the documented data model, through the same wire/Validator path: ``probe_tcp``,
 ``probe_http``, ``probe_dns``, ``probe_throughput`` (they need real servers) and
 ``ssid`` (no city device has an SSID table); and the collector's ``maintenance`` points
-(requested, docs/data-model.md).
+(written by collector/outages/service.py, which the city's collector stand-in does not run).
 
 The story, minute by minute (``T-m`` = m minutes before the end):
 

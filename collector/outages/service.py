@@ -73,6 +73,8 @@ class OutageService:
                                    lesson_time=self._lesson_time,
                                    ap_forget_s=settings.ap_forget_days * 86400)
         self._forget_version = -1
+        #: The window (its id) each site was last written as in (``""``: none).
+        self._maintenance: dict[tuple[str, str], str] = {}
         self._windows: list[tuple[str, MaintenanceWindow]] = []
         self._windows_version = -1
         self.dispatcher = Dispatcher(inventory.tenants, self.calendars, self.maintenance)
@@ -117,18 +119,43 @@ class OutageService:
 
     def maintenance(self, tenant: str, site: str, ts: float) -> MaintenanceWindow | None:
         """The maintenance window (config or CLI) covering ``site`` at ``ts``, if any."""
-        t = self.inventory.tenants.get(tenant)
-        for w in t.alerting.maintenance if t else ():
-            if w.covers(site, ts):
-                return w
+        self._refresh_windows()
+        return self._covering(tenant, site, ts)
+
+    def _refresh_windows(self) -> None:
         version = self.store.windows_version()
         if version != self._windows_version:  # the CLI added or removed a window
             self._windows = self.store.windows()
             self._windows_version = version
+
+    def _covering(self, tenant: str, site: str, ts: float) -> MaintenanceWindow | None:
+        t = self.inventory.tenants.get(tenant)
+        for w in t.alerting.maintenance if t else ():
+            if w.covers(site, ts):
+                return w
         for wt, w in self._windows:
             if wt == tenant and w.covers(site, ts):
                 return w
         return None
+
+    def _maintenance_lines(self, now: float) -> None:
+        """A ``maintenance`` point for every site whose window state changed.
+
+        After a start every site gets one (active or not): the dashboards read the
+        latest point per site, and a window may have ended while the collector was down.
+        """
+        self._refresh_windows()
+        for tenant, site in self.inventory.sites:
+            w = self._covering(tenant, site, now)
+            state = (w.id or f"{w.start}-{w.end}") if w is not None else ""
+            if self._maintenance.get((tenant, site)) == state:
+                continue
+            self._maintenance[(tenant, site)] = state
+            fields: dict[str, int | float | bool | str] = {"active": 1 if w else 0}
+            if w is not None and w.reason:
+                fields["reason"] = w.reason
+            self._lines.append(encode_line("maintenance", {"tenant": tenant, "site": site},
+                                           fields, int(now * 1e9)))
 
     # -- inputs -----------------------------------------------------------------------
 
@@ -157,6 +184,7 @@ class OutageService:
         now = self.clock()
         self.engine.set_connected(self.connected(), now)
         events = self.engine.tick(now)
+        self._maintenance_lines(now)
         version = self.store.windows_version()
         if version != self._forget_version:  # the CLI wrote: maybe a forget-ap request
             self._forget_version = version

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 from collector.outages.mailer import MailSender, PermanentMailError, SmtpRelay
 from collector.outages.service import OutageService
 from collector.outages.settings import AlertingSettings
-from collector.outages.store import NewMail, OutageStore, QueuedMail
+from collector.outages.store import FILE_NAME, NewMail, OutageStore, QueuedMail
 from schoolnet.inventory import load_inventory
 from tests.outage_support import device_point, school_devices, write_site, write_tenant
 
@@ -182,3 +182,53 @@ def test_sender_keeps_order_through_a_relay_outage(tmp_path: Path) -> None:
     asyncio.run(go())
     assert [m.message for m in relay.sent] == [b"m0", b"m2", b"m3"]
     assert sender.errors == 3 and sender.failed == 1
+
+
+def maintenance_lines(svc: OutageService) -> list[str]:
+    """The ``maintenance`` lines the service queued, taken (like its run loop does)."""
+    got = [line for line in svc._lines if line.startswith("maintenance,")]
+    svc._lines = [line for line in svc._lines if not line.startswith("maintenance,")]
+    return got
+
+
+def test_maintenance_points_mark_a_windows_start_and_end(tmp_path: Path) -> None:
+    day = dt.datetime(2025, 11, 24, 8, 50, tzinfo=BERLIN)
+    clock = Clock(day.timestamp())
+    svc = make(tmp_path, clock, maintenance=[
+        {"sites": ["gy"], "start": "2025-11-24 09:00", "end": "2025-11-24 10:00",
+         "reason": "Switch-Tausch"}])
+    svc.tick()
+    # After a start every site gets its state once: a window may have ended meanwhile.
+    assert maintenance_lines(svc) == [
+        f"maintenance,site=gy,tenant=t active=0i {int(clock.t * 1e9)}"]
+    run_for(svc, clock, 5 * 60)  # 08:55: nothing changed, nothing written
+    assert maintenance_lines(svc) == []
+    run_for(svc, clock, 6 * 60)  # into the window
+    (start,) = maintenance_lines(svc)
+    assert start.startswith('maintenance,site=gy,tenant=t active=1i,reason="Switch-Tausch" ')
+    assert int(start.rsplit(" ", 1)[1]) // 10**9 - int(day.timestamp()) in range(600, 606)
+    run_for(svc, clock, 60 * 60)  # past 10:00
+    (end,) = maintenance_lines(svc)
+    assert end.startswith("maintenance,site=gy,tenant=t active=0i ")
+
+
+def test_maintenance_points_follow_windows_added_and_removed_with_the_cli(
+        tmp_path: Path) -> None:
+    clock = Clock(dt.datetime(2025, 11, 24, 9, tzinfo=BERLIN).timestamp())
+    svc = make(tmp_path, clock)
+    svc.tick()
+    assert [line.split(" ")[1] for line in maintenance_lines(svc)] == ["active=0i"]
+    cli = OutageStore(tmp_path / "state" / FILE_NAME)  # another process's view
+    wid = cli.add_window("t", (), clock.t, clock.t + 3600, "Umbau", clock.t)
+    run_for(svc, clock, 5)
+    assert [line.split(" ")[1] for line in maintenance_lines(svc)] == [
+        'active=1i,reason="Umbau"']
+    assert cli.remove_window(wid)
+    run_for(svc, clock, 5)
+    assert [line.split(" ")[1] for line in maintenance_lines(svc)] == ["active=0i"]
+    cli.close()
+    # A restarted collector writes the state it finds once more.
+    svc.store.close()
+    again = make(tmp_path, clock)
+    again.tick()
+    assert [line.split(" ")[1] for line in maintenance_lines(again)] == ["active=0i"]
