@@ -114,8 +114,12 @@ class AgentProcess(ManagedProcess):
         return {**os.environ, "PYTHONPATH": str(REPO)}
 
     def is_ready(self) -> bool:
-        """The spool exists (the agent opened it)."""
-        return (self.spool_dir / f"{TENANT}.{self.site}.spool.sqlite3").exists()
+        """The spool exists with its schema (the agent opened it)."""
+        try:
+            self.next_seq()
+        except (sqlite3.OperationalError, TypeError):  # not there yet, or not yet set up
+            return False
+        return True
 
     def next_seq(self) -> int:
         """How many seqs the site's spool has handed out (read beside the running agent)."""
