@@ -40,7 +40,6 @@ The store is transactional in Telegraf's sense: ``peek`` does not remove anythin
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import sqlite3
 import threading
@@ -52,6 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from schoolnet.sqlitefile import open_durable
 from schoolnet.wire import (
     DEFAULT_LIMITS,
     DEVICE_RE,
@@ -168,18 +168,8 @@ class DiskSpool:
         self.keep_sent_s = keep_sent_s
         self._lock = threading.Lock()
         self.rejected_points = 0
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = self._open()
-        except sqlite3.DatabaseError as exc:
-            # A spool that is not a database any more (a dying SD card, a half-written
-            # file) must not keep the site dark: keep it aside, start a new epoch.
-            log.error("spool %s is unreadable (%s); moving it aside, starting a new spool",
-                      self.path, exc)
-            self._quarantine()
-            self._db = self._open()
-        except OSError as exc:
-            raise SpoolError(f"cannot open spool {self.path}: {exc}") from exc
+        # An unreadable file is moved aside and a new spool, with a new epoch, begins.
+        self._db = open_durable(self.path, self._setup, SpoolError, log)
         self._load_state()
         self._trim()
 
@@ -194,36 +184,19 @@ class DiskSpool:
 
     # -- opening -----------------------------------------------------------------------
 
-    def _open(self) -> sqlite3.Connection:
-        try:
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        except sqlite3.OperationalError as exc:
-            raise SpoolError(f"cannot open spool {self.path}: {exc}") from exc
-        try:
-            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise SpoolError(f"spool {self.path}: WAL mode not available ({mode})")
-            db.execute("PRAGMA synchronous=FULL")  # why FULL: see the module docstring
-            db.execute("PRAGMA busy_timeout=5000")
-            # The WAL is reset after each checkpoint; without a limit it keeps the size
-            # of the largest burst (a long replay) forever.
-            db.execute("PRAGMA journal_size_limit=67108864")
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:
-                self._create_schema(db)
-            elif version == 1:
-                # A spool from before the resend window: nothing in it was sent yet.
-                db.execute("BEGIN IMMEDIATE")
-                db.execute("ALTER TABLE batch ADD COLUMN sent_ns INTEGER")
-                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-                db.execute("COMMIT")
-            elif version != SCHEMA_VERSION:
-                raise SpoolError(f"spool {self.path} has schema {version}, "
-                                 f"this agent knows {SCHEMA_VERSION}")
-        except BaseException:
-            db.close()
-            raise
-        return db
+    def _setup(self, db: sqlite3.Connection, version: int) -> None:
+        """Create or migrate the schema (schoolnet/sqlitefile.py opens the file)."""
+        if version == 0:
+            self._create_schema(db)
+        elif version == 1:
+            # A spool from before the resend window: nothing in it was sent yet.
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("ALTER TABLE batch ADD COLUMN sent_ns INTEGER")
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        elif version != SCHEMA_VERSION:
+            raise SpoolError(f"spool {self.path} has schema {version}, "
+                             f"this agent knows {SCHEMA_VERSION}")
 
     def _create_schema(self, db: sqlite3.Connection) -> None:
         db.execute("BEGIN IMMEDIATE")
@@ -241,13 +214,6 @@ class DiskSpool:
         db.executemany("INSERT OR IGNORE INTO meta VALUES (?, ?)", meta.items())
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         db.execute("COMMIT")
-
-    def _quarantine(self) -> None:
-        stamp = time.strftime("%Y%m%dT%H%M%S")
-        for suffix in ("", "-wal", "-shm"):
-            p = Path(f"{self.path}{suffix}")
-            if p.exists():
-                os.replace(p, f"{p}.corrupt-{stamp}")
 
     def _load_state(self) -> None:
         meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())

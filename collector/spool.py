@@ -34,10 +34,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sqlite3
 import threading
-import time
 import zlib
 from collections import deque
 from collections.abc import Mapping
@@ -47,6 +45,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from collector.buffer import Buffer, Chunk, MemoryBuffer, SpoolError
 from collector.seqstate import SeqState
+from schoolnet.sqlitefile import open_durable
 
 if TYPE_CHECKING:
     from collector.config import CollectorConfig
@@ -121,60 +120,28 @@ class DiskBuffer:
         self._mem_lines = 0  # lines of pending segments held in memory
         self.stored_bytes = 0
         self.lost_lines = 0  # unreadable segments (a damaged file), dropped
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = self._open()
-        except sqlite3.DatabaseError as exc:
-            # A spool that is not a database any more must not stop ingest: keep it
-            # aside for inspection and start empty (its data is lost, and said so).
-            log.error("spool %s is unreadable (%s); moving it aside, starting empty",
-                      self.path, exc)
-            self._quarantine()
-            self._db = self._open()
-        except OSError as exc:
-            raise SpoolError(f"cannot open spool {self.path}: {exc}") from exc
+        # An unreadable file is moved aside and an empty spool begins (schoolnet/sqlitefile.py).
+        self._db = open_durable(self.path, self._setup, SpoolError, log)
         self.loaded_state = self._load()
 
     # -- opening -----------------------------------------------------------------------
 
-    def _open(self) -> sqlite3.Connection:
-        try:
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        except sqlite3.OperationalError as exc:
-            raise SpoolError(f"cannot open spool {self.path}: {exc}") from exc
-        try:
-            if str(db.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower() != "wal":
-                raise SpoolError(f"spool {self.path}: WAL mode not available")
-            # FULL: a commit is on disk before the broker hears "acknowledged"; with
-            # NORMAL a power cut could roll back lines already acknowledged.
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute("PRAGMA busy_timeout=5000")
-            db.execute("PRAGMA journal_size_limit=67108864")
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:
-                db.execute("BEGIN IMMEDIATE")
-                # AUTOINCREMENT: row ids never come back, so id order is add order.
-                db.execute("CREATE TABLE IF NOT EXISTS segment (id INTEGER PRIMARY KEY"
-                           " AUTOINCREMENT, lines INTEGER NOT NULL, size INTEGER NOT NULL,"
-                           " data BLOB NOT NULL)")
-                db.execute("CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY,"
-                           " value BLOB NOT NULL)")
-                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-                db.execute("COMMIT")
-            elif version != SCHEMA_VERSION:
-                raise SpoolError(f"spool {self.path} has schema {version}, "
-                                 f"this collector knows {SCHEMA_VERSION}")
-        except BaseException:
-            db.close()
-            raise
-        return db
-
-    def _quarantine(self) -> None:
-        stamp = time.strftime("%Y%m%dT%H%M%S")
-        for suffix in ("", "-wal", "-shm"):
-            p = Path(f"{self.path}{suffix}")
-            if p.exists():
-                os.replace(p, f"{p}.corrupt-{stamp}")
+    def _setup(self, db: sqlite3.Connection, version: int) -> None:
+        """Create the schema (schoolnet/sqlitefile.py opens the file; FULL sync: a commit
+        is on disk before the broker hears "acknowledged")."""
+        if version == 0:
+            db.execute("BEGIN IMMEDIATE")
+            # AUTOINCREMENT: row ids never come back, so id order is add order.
+            db.execute("CREATE TABLE IF NOT EXISTS segment (id INTEGER PRIMARY KEY"
+                       " AUTOINCREMENT, lines INTEGER NOT NULL, size INTEGER NOT NULL,"
+                       " data BLOB NOT NULL)")
+            db.execute("CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY,"
+                       " value BLOB NOT NULL)")
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        elif version != SCHEMA_VERSION:
+            raise SpoolError(f"spool {self.path} has schema {version}, "
+                             f"this collector knows {SCHEMA_VERSION}")
 
     def _load(self) -> dict[str, bytes]:
         """Everything stored is pending again: one cold run; returns the saved state."""
