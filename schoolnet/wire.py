@@ -114,7 +114,7 @@ MEASUREMENT_TAGS: Final[Mapping[str, frozenset[str]]] = {
     # One point per interface and poll: counters, rates, status.
     "interface": DEVICE_TAGS | {"ifindex", "ifname"},
     # One point per failed SNMP table walk (the device answered other tables).
-    "snmp_error": DEVICE_TAGS | {"table", "error"},
+    "snmp_error": DEVICE_TAGS | {"table", "error", "writes"},
     # The agent's own health: queue depth, spool size, publish counters.
     "agent": frozenset({"version"}),
     # Uplink probes (latency/loss/jitter, DNS, HTTP, throughput, utilization).

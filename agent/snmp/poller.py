@@ -150,6 +150,11 @@ class SnmpDeviceSource:
         self.scalars: tuple[ScalarGroup, ...] = tuple(g for p in profiles for g in p.scalars)
         self.tables: tuple[Table, ...] = tuple(t for p in profiles for t in p.tables)
         self._specs: dict[str, tuple[RateSpec, ...]] = {t.name: t.rate_specs for t in self.tables}
+        #: The measurement each group writes: an ``snmp_error`` names it (``writes``), so
+        #: the collector knows which data a failure leaves out (an AP table vs sensors).
+        self._writes: dict[str, str] = {
+            **{g.name: g.measurement for g in self.scalars},
+            **{t.name: t.measurement for t in self.tables}}
 
     def detected(self, detection: Detection) -> None:
         """Poll with what detection chose (plus the profiles the inventory names)."""
@@ -409,8 +414,12 @@ class _Poll:
             src._failures[group] = src._failures.get(group, 0) + 1
         for group, exc in self.errors:
             count = src._failures[group]
+            tags = {"table": group, "error": exc.code}
+            writes = src._writes.get(group)  # none for the detection probe
+            if writes:
+                tags["writes"] = writes
             out.append(self._point(
-                "snmp_error", {"table": group, "error": exc.code},
+                "snmp_error", tags,
                 {"message": exc.message[: src._limits.max_string_field_len],
                  "consecutive_failures": count},
                 self.time_ns))

@@ -229,7 +229,9 @@ class OutageEngine:
                 placed = self.aps.on_ap_point(tenant, site, p, now)
                 if placed is not None:
                     self.tree.add_ap(tenant, site, placed.controller, placed.name)
-        elif m == "snmp_error" and self.aps.windows:
+        elif m == "snmp_error" and self.aps.windows and p.tags.get("writes", "ap") == "ap":
+            # Only a failed table of ``ap`` points leaves APs out of the poll; a sensor
+            # or LLDP table that times out does not (no ``writes`` tag: an older agent).
             self.aps.on_error(tenant, site, p.tags.get("device", ""))
 
     def _check_agent(self, tenant: str, site: str, now: float, events: Events) -> None:

@@ -133,16 +133,33 @@ def test_many_aps_missing_is_one_group_outage_covering_the_single_aps(tmp_path: 
                                                                 "ap-r102"]
 
 
-def test_a_poll_with_an_snmp_error_says_nothing_about_the_aps(tmp_path: Path) -> None:
+@pytest.mark.parametrize("writes", ["ap", None])  # None: an agent from before the tag
+def test_a_poll_with_a_failed_ap_table_says_nothing_about_the_aps(
+        tmp_path: Path, writes: str | None) -> None:
     h = harness(tmp_path)
     for _ in range(6):
         pts = controller_poll({**FOUR, "ap-halle": "gone"}, h.now)
-        err = Point("snmp_error", {"device": "wlc", "role": "controller",
-                                   "table": "controller_ap_up", "error": "timeout"},
-                    {"message": "timeout", "consecutive_failures": 1}, int(h.now * 1e9))
+        tags = {"device": "wlc", "role": "controller", "table": "controller_ap_up",
+                "error": "timeout", **({"writes": writes} if writes else {})}
+        err = Point("snmp_error", tags, {"message": "timeout", "consecutive_failures": 1},
+                    int(h.now * 1e9))
         h.feed(*pts, err)
         h.advance(60)
     assert not h.events and "t/gy/ap/ap-halle" not in h.engine.states
+
+
+def test_a_failed_table_of_other_data_does_not_blind_the_ap_checks(tmp_path: Path) -> None:
+    # A controller whose sensor table times out on every poll (the poll goes on since
+    # per-table timeouts) still has its APs judged.
+    h = harness(tmp_path)
+    for _ in range(4):
+        pts = controller_poll({**FOUR, "ap-halle": "gone"}, h.now)
+        err = Point("snmp_error", {"device": "wlc", "role": "controller", "table": "sensors",
+                                   "error": "timeout", "writes": "sensor"},
+                    {"message": "timeout", "consecutive_failures": 1}, int(h.now * 1e9))
+        h.feed(*pts, err)
+        h.advance(60)
+    assert opened(h) == ["ap-halle"]
 
 
 def test_forgetting_resolves_the_outage_and_the_ap_is_learned_again_when_up(

@@ -190,7 +190,7 @@ async def test_failed_table_gives_snmp_error_and_keeps_the_rest() -> None:
     assert not interfaces(points)
     (err,) = by_measurement(points, "snmp_error")
     assert dict(err.tags) == {"device": "sw", "role": "switch", "table": "interfaces",
-                              "error": "gen_err"}
+                              "error": "gen_err", "writes": "interface"}
     assert err.fields == {"message": "genErr (varbind 3)", "consecutive_failures": 1}
     # Fixed on the next poll: the counter of consecutive failures starts again.
     del client.fail_subtree[("10.1.1.1", IF_TABLE)]
