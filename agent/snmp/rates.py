@@ -29,8 +29,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-#: Rates are rounded to this many decimals (of bit/s, packets/s, ...).
+#: Rates of 1/s and more are rounded to this many decimals (of bit/s, packets/s, ...);
+#: smaller ones keep RATE_DIGITS significant digits (one error an hour is 0.0002778/s).
 RATE_DECIMALS: Final = 3
+RATE_DIGITS: Final = 4
 #: A bit rate above this many times the link speed is not traffic.
 MAX_RATE_FACTOR: Final = 2.0
 #: Ceiling for a bit rate when the link speed is unknown (10 Tbit/s).
@@ -109,6 +111,19 @@ def uptime_reset(prev_ticks: int, cur_ticks: int, elapsed_s: float) -> bool:
     return cur_ticks / TICKS_PER_S + UPTIME_SLACK_S < elapsed_s
 
 
+def round_rate(rate: float) -> float:
+    """``rate`` rounded for the wire: 3 decimals from 1/s up, else 4 significant digits.
+
+    A thousandth of a bit (or packet) per second is far below any counter's resolution;
+    the rounding keeps payloads short and lets the collector write most values without
+    the slow shortest-repr path (schoolnet/_speedups.c). Small rates (errors, discards
+    after a gap) keep their relative precision instead of rounding to 0.
+    """
+    if rate == 0 or abs(rate) >= 1:
+        return round(rate, RATE_DECIMALS)
+    return float(f"{rate:.{RATE_DIGITS}g}")
+
+
 def row_rates(
     prev: RowSample | None,
     cur: RowSample,
@@ -141,10 +156,7 @@ def row_rates(
         rate = delta * spec.scale / elapsed_s
         if spec.link_checked and rate > ceiling:
             return RateResult({}, "implausible")
-        # A thousandth of a bit (or packet) per second is far below any counter's
-        # resolution; the rounding keeps payloads short and lets the collector write
-        # the value without the slow shortest-repr path (schoolnet/_speedups.c).
-        rates[spec.rate] = round(float(rate), RATE_DECIMALS)
+        rates[spec.rate] = round_rate(float(rate))
     return RateResult(rates)
 
 

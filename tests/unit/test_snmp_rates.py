@@ -10,6 +10,7 @@ from agent.snmp.rates import (
     RateTracker,
     RowSample,
     counter_delta,
+    round_rate,
     row_rates,
     uptime_reset,
 )
@@ -111,10 +112,23 @@ def test_row_rates(prev: RowSample | None, cur: RowSample, specs: tuple[RateSpec
                    want_rates: dict[str, float], want_reason: str) -> None:
     got = row_rates(prev, cur, specs)
     assert got.reason == want_reason
-    # Rates are rounded to a thousandth (RATE_DECIMALS): 400 B in 24 s is 133.333 bit/s.
-    assert dict(got.rates) == pytest.approx(want_rates, abs=5e-4)
+    # Rates are rounded (round_rate): 400 B in 24 s is 133.333 bit/s.
+    assert dict(got.rates) == pytest.approx(want_rates, rel=1e-3, abs=5e-4)
     assert all(type(v) is float for v in got.rates.values())
-    assert all(v == round(v, 3) for v in got.rates.values())
+    assert all(v == round_rate(v) for v in got.rates.values())
+
+
+@pytest.mark.parametrize(("rate", "want"), [
+    (133.33333333, 133.333), (1.0004, 1.0), (0.0, 0.0), (12345678.98765, 12345678.988),
+    (1 / 3600, 0.0002778),  # one error an hour: not rounded away
+    (1 / 60, 0.01667), (0.9999999, 1.0), (2.5e-9, 2.5e-9)])
+def test_rates_are_rounded_for_the_wire(rate: float, want: float) -> None:
+    assert round_rate(rate) == want
+
+
+def test_one_error_in_an_hour_long_gap_is_a_small_rate_not_zero() -> None:
+    got = row_rates(sample(0, 1000, 5), sample(3600, 1000, 6), BOTH)
+    assert got.rates["in_errors_ps"] == 0.0002778 and got.rates["in_bps"] == 0.0
 
 
 def test_row_rates_device_reset_suppresses_everything() -> None:
