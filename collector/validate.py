@@ -149,6 +149,16 @@ class SeriesBudget:
 
 
 _NONE: Final[frozenset[int]] = frozenset()
+
+
+def _tags_key(measurement: str, tags: Mapping[str, str]) -> int:
+    """The order-free hash of a measurement and tags: XOR of one hash per (tag, value)."""
+    key = hash(measurement)
+    for item in tags.items():
+        key ^= hash(item)
+    return key
+
+
 def _group_keys_py(g: PointGroup) -> list[int]:
     """The series hash of each row of ``g``.
 
@@ -158,9 +168,7 @@ def _group_keys_py(g: PointGroup) -> list[int]:
     v1 point, :func:`_point_key`). Column by column, with ``map``: no Python loop per
     row unless a row lacks a tag (``None``). The reference of the C ``row_keys``.
     """
-    base = hash(g.measurement)
-    for item in g.tags.items():
-        base ^= hash(item)
+    base = _tags_key(g.measurement, g.tags)
     rows = g.rows
     if not g.tag_columns:
         return [base] * len(rows)
@@ -180,17 +188,12 @@ def _group_keys(g: PointGroup) -> list[int]:
     """The series hash of each row of ``g``: :func:`_group_keys_py`, in C where built."""
     if _row_keys_c is None or not g.tag_columns:
         return _group_keys_py(g)
-    base = hash(g.measurement)
-    for item in g.tags.items():
-        base ^= hash(item)
-    return _row_keys_c(g.rows, g.tag_columns, base)
+    return _row_keys_c(g.rows, g.tag_columns, _tags_key(g.measurement, g.tags))
 
 
 def _point_key(p: Point) -> int:
-    key = hash(p.measurement)
-    for item in p.tags.items():
-        key ^= hash(item)
-    return key
+    """The series hash of a v1 point (the same as its row's in a group)."""
+    return _tags_key(p.measurement, p.tags)
 
 
 @dataclass
